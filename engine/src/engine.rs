@@ -1,0 +1,608 @@
+//! Planning and running a DAG: fingerprints, cache checks, the scheduler, and garbage collection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dinoflow_storage::{CacheState, Manifest, Miss, Store, object_dir};
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::dag::{Dag, Node};
+use crate::error::EngineError;
+use crate::fingerprint::FingerprintParts;
+use crate::lock;
+use crate::progress::{ProgressSink, StageEvent};
+use crate::rundb::RunDb;
+use crate::stage::{InputRef, Resources, StageContext};
+
+/// Whether a stage will run, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum PlanState {
+    /// Committed outputs exist for this fingerprint.
+    Cached,
+    /// The stage will run, for these reasons.
+    Run {
+        /// What changed, or what is missing.
+        reasons: Vec<String>,
+    },
+}
+
+/// One stage of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStage {
+    /// Stage name.
+    pub name: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// What went into the fingerprint.
+    pub parts: FingerprintParts,
+    /// Cached or to run.
+    #[serde(flatten)]
+    pub state: PlanState,
+    #[serde(skip)]
+    manifest: Option<Manifest>,
+}
+
+/// How a stage ended in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    /// Ran and committed its outputs.
+    Ok,
+    /// Its outputs were already committed.
+    Cached,
+    /// Failed.
+    Failed,
+    /// Stopped because another stage failed or the run was cancelled.
+    Cancelled,
+    /// Not started because an input failed.
+    Skipped,
+}
+
+impl StageStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Ok => "ok",
+            StageStatus::Cached => "cached",
+            StageStatus::Failed => "failed",
+            StageStatus::Cancelled => "cancelled",
+            StageStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// The outcome of one stage in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageOutcome {
+    /// Stage name.
+    pub name: String,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// How it ended.
+    pub status: StageStatus,
+    /// Wall time.
+    pub seconds: f64,
+    /// The error, when it failed.
+    pub error: Option<String>,
+    /// Output port → rows, for datasets.
+    pub rows: BTreeMap<String, u64>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run's id in the run database.
+    pub run_id: i64,
+    /// ok, failed or cancelled.
+    pub status: String,
+    /// Stages in workflow order.
+    pub stages: Vec<StageOutcome>,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+impl RunReport {
+    /// True when every stage ran or was cached.
+    pub fn succeeded(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// Options for one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Keep running independent stages after a failure.
+    pub keep_going: bool,
+    /// What the machine offers; stages run side by side within it.
+    pub limits: Resources,
+    /// Cancel cleanly on Ctrl-C.
+    pub handle_ctrl_c: bool,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Object folders removed (incomplete or damaged outputs).
+    pub removed: Vec<String>,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Folders skipped because a process holds their lock.
+    pub in_use: Vec<String>,
+}
+
+/// Runs workflows against one store.
+pub struct Engine {
+    store: Store,
+    state_dir: PathBuf,
+    db: Arc<RunDb>,
+    sink: Arc<dyn ProgressSink>,
+}
+
+impl Engine {
+    /// Opens the engine on `store`. The run database and locks live in the store's folder for
+    /// local stores, and in `.dinoflow/` under the current directory for remote ones.
+    pub fn open(store: Store, sink: Arc<dyn ProgressSink>) -> Result<Self, EngineError> {
+        let state_dir = store
+            .local_root()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".dinoflow"));
+        let db = Arc::new(RunDb::open(&state_dir.join("runs.db"))?);
+        Ok(Self {
+            store,
+            state_dir,
+            db,
+            sink,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The run database.
+    pub fn db(&self) -> &RunDb {
+        &self.db
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.state_dir.join("locks")
+    }
+
+    /// Fingerprints every stage and checks the cache, saying for each stage that will run why.
+    pub async fn plan(&self, dag: &Dag) -> Result<Vec<PlannedStage>, EngineError> {
+        let mut planned: Vec<PlannedStage> = Vec::with_capacity(dag.nodes.len());
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        for node in &dag.nodes {
+            let mut inputs = BTreeMap::new();
+            let mut upstream_runs = Vec::new();
+            for e in &node.inputs {
+                let up = &planned[by_name[e.from.as_str()]];
+                inputs.insert(e.port.clone(), format!("{}/{}", up.fingerprint, e.from_port));
+                if matches!(up.state, PlanState::Run { .. }) {
+                    upstream_runs.push(e.from.clone());
+                }
+            }
+            let extras = node
+                .stage
+                .extra_inputs(&node.config)
+                .await
+                .map_err(|source| EngineError::Stage {
+                    stage: node.name.clone(),
+                    source,
+                })?;
+            let parts = FingerprintParts {
+                kind: node.stage.kind().to_string(),
+                version: node.stage.version().to_string(),
+                config: node.config.canonical.clone(),
+                inputs,
+                extras: extras.into_iter().map(|x| (x.name, x.digest)).collect(),
+            };
+            let fingerprint = parts.fingerprint();
+            let (state, manifest) = match self.store.check_cached(&fingerprint).await? {
+                CacheState::Hit(m) => (PlanState::Cached, Some(m)),
+                CacheState::Miss(miss) => {
+                    let reasons = self.reasons(dag, node, &parts, &miss, &upstream_runs)?;
+                    (PlanState::Run { reasons }, None)
+                }
+            };
+            by_name.insert(&node.name, planned.len());
+            planned.push(PlannedStage {
+                name: node.name.clone(),
+                fingerprint,
+                parts,
+                state,
+                manifest,
+            });
+        }
+        Ok(planned)
+    }
+
+    fn reasons(
+        &self,
+        dag: &Dag,
+        node: &Node,
+        parts: &FingerprintParts,
+        miss: &Miss,
+        upstream_runs: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        let mut why = match self.db.last_parts(&dag.name, &node.name)? {
+            None => vec!["not run before".to_string()],
+            Some(before) if before.fingerprint() == parts.fingerprint() => vec![miss.to_string()],
+            Some(before) => parts.changes_since(&before),
+        };
+        for up in upstream_runs {
+            why.push(format!("upstream `{up}` will run"));
+        }
+        if why.is_empty() {
+            why.push(miss.to_string());
+        }
+        Ok(why)
+    }
+
+    /// Runs the DAG: every stage whose inputs are ready runs, side by side within the resource
+    /// limits; cached stages are skipped; outputs are committed manifest-last.
+    pub async fn run(&self, dag: &Dag, opts: &RunOptions) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
+        let plan = self.plan(dag).await?;
+        let run_id = self
+            .db
+            .start_run(&dag.name, &dag.file, self.store.url())?;
+        let mut status: Vec<Option<StageStatus>> = vec![None; dag.nodes.len()];
+        let mut outcomes: Vec<Option<StageOutcome>> = vec![None; dag.nodes.len()];
+        let mut manifests: HashMap<String, Manifest> = HashMap::new();
+        let index: HashMap<&str, usize> = dag
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let mut free = opts.limits;
+        let mut running: HashMap<usize, (Resources, i64)> = HashMap::new();
+        let mut tasks: JoinSet<(usize, f64, Result<(Manifest, bool, serde_json::Value), String>)> =
+            JoinSet::new();
+        let mut stopping = false;
+        let mut cancelled = false;
+        let ctrl_c = async {
+            if opts.handle_ctrl_c {
+                let _ = tokio::signal::ctrl_c().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(ctrl_c);
+
+        loop {
+            // Start or settle every stage that can move now.
+            for (i, node) in dag.nodes.iter().enumerate() {
+                if status[i].is_some() || running.contains_key(&i) {
+                    continue;
+                }
+                let p = &plan[i];
+                let ups: Vec<Option<StageStatus>> =
+                    node.inputs.iter().map(|e| status[index[e.from.as_str()]]).collect();
+                let blocked = ups
+                    .iter()
+                    .any(|s| matches!(s, Some(StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled)));
+                if stopping || blocked {
+                    let reason = if stopping { "the run stopped" } else { "an input failed" };
+                    self.sink.event(&node.name, &StageEvent::Skipped { reason: reason.into() });
+                    let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "skipped")?;
+                    self.db.finish_stage(row, "skipped", 0.0, Some(reason), &serde_json::Value::Null)?;
+                    status[i] = Some(StageStatus::Skipped);
+                    outcomes[i] = Some(outcome(node, p, StageStatus::Skipped, 0.0, Some(reason.into()), None));
+                    continue;
+                }
+                if !ups.iter().all(|s| matches!(s, Some(StageStatus::Ok | StageStatus::Cached))) {
+                    continue;
+                }
+                if let Some(m) = &p.manifest {
+                    self.sink.event(&node.name, &StageEvent::Cached);
+                    let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "cached")?;
+                    self.db.finish_stage(row, "cached", 0.0, None, &serde_json::Value::Null)?;
+                    status[i] = Some(StageStatus::Cached);
+                    outcomes[i] = Some(outcome(node, p, StageStatus::Cached, 0.0, None, Some(m)));
+                    manifests.insert(node.name.clone(), m.clone());
+                    continue;
+                }
+                let need = clamp(node.resources, opts.limits);
+                if need.gpus > opts.limits.gpus {
+                    let msg = format!(
+                        "needs {} GPU(s) but {} are available; set `resources.gpus` or run on a GPU machine",
+                        need.gpus, opts.limits.gpus
+                    );
+                    self.sink.event(&node.name, &StageEvent::Failed { error: msg.clone() });
+                    let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "failed")?;
+                    self.db.finish_stage(row, "failed", 0.0, Some(&msg), &serde_json::Value::Null)?;
+                    status[i] = Some(StageStatus::Failed);
+                    outcomes[i] = Some(outcome(node, p, StageStatus::Failed, 0.0, Some(msg), None));
+                    stopping |= !opts.keep_going;
+                    continue;
+                }
+                if !fits(need, free) {
+                    continue;
+                }
+                free = sub(free, need);
+                let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "running")?;
+                running.insert(i, (need, row));
+                let inputs: BTreeMap<String, InputRef> = node
+                    .inputs
+                    .iter()
+                    .filter_map(|e| {
+                        let m = manifests.get(&e.from)?;
+                        Some((
+                            e.port.clone(),
+                            InputRef {
+                                fingerprint: m.fingerprint.clone(),
+                                output: m.outputs.get(&e.from_port)?.clone(),
+                            },
+                        ))
+                    })
+                    .collect();
+                let job = StageJob {
+                    node: node.clone(),
+                    fingerprint: p.fingerprint.clone(),
+                    store: self.store.clone(),
+                    locks: self.locks_dir(),
+                    sink: Arc::clone(&self.sink),
+                    cpus: need.cpus as usize,
+                    inputs,
+                };
+                self.sink.event(&node.name, &StageEvent::Started);
+                tasks.spawn(async move {
+                    let t = Instant::now();
+                    let r = AssertUnwindSafe(job.execute())
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| Err(format!("the stage panicked: {}", panic_message(&*panic))));
+                    (i, t.elapsed().as_secs_f64(), r)
+                });
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    // Aborted tasks come back as join errors; they are settled below.
+                    if let Some(Ok((i, seconds, result))) = joined {
+                        let node = &dag.nodes[i];
+                        let p = &plan[i];
+                        let (need, row) = running.remove(&i).unwrap_or((Resources::default(), 0));
+                        free = add(free, need);
+                        match result {
+                            Ok((manifest, reused, metrics)) => {
+                                let st = if reused { StageStatus::Cached } else { StageStatus::Ok };
+                                self.sink.event(&node.name, &if reused { StageEvent::Cached } else { StageEvent::Done { seconds } });
+                                self.db.finish_stage(row, st.as_str(), seconds, None, &metrics)?;
+                                status[i] = Some(st);
+                                outcomes[i] = Some(outcome(node, p, st, seconds, None, Some(&manifest)));
+                                manifests.insert(node.name.clone(), manifest);
+                            }
+                            Err(error) => {
+                                self.sink.event(&node.name, &StageEvent::Failed { error: error.clone() });
+                                self.db.finish_stage(row, "failed", seconds, Some(&error), &serde_json::Value::Null)?;
+                                status[i] = Some(StageStatus::Failed);
+                                outcomes[i] = Some(outcome(node, p, StageStatus::Failed, seconds, Some(error), None));
+                                if !opts.keep_going {
+                                    stopping = true;
+                                    tasks.abort_all();
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = &mut ctrl_c, if !cancelled => {
+                    cancelled = true;
+                    stopping = true;
+                    tasks.abort_all();
+                }
+            }
+            // Aborted tasks come back as cancelled join errors; account for them here.
+            if stopping && tasks.is_empty() {
+                for (i, (_, row)) in running.drain() {
+                    let node = &dag.nodes[i];
+                    self.sink.event(&node.name, &StageEvent::Skipped { reason: "cancelled".into() });
+                    self.db.finish_stage(row, "cancelled", 0.0, Some("cancelled"), &serde_json::Value::Null)?;
+                    status[i] = Some(StageStatus::Cancelled);
+                    outcomes[i] = Some(outcome(node, &plan[i], StageStatus::Cancelled, 0.0, Some("cancelled".into()), None));
+                }
+            }
+        }
+
+        let stages: Vec<StageOutcome> = outcomes.into_iter().flatten().collect();
+        let failed: Vec<&StageOutcome> = stages.iter().filter(|s| s.status == StageStatus::Failed).collect();
+        let (run_status, error) = if cancelled {
+            ("cancelled", Some("cancelled by the user".to_string()))
+        } else if let Some(first) = failed.first() {
+            ("failed", Some(format!("stage `{}`: {}", first.name, first.error.clone().unwrap_or_default())))
+        } else {
+            ("ok", None)
+        };
+        self.db.finish_run(run_id, run_status, error.as_deref())?;
+        if cancelled {
+            return Err(EngineError::Cancelled);
+        }
+        Ok(RunReport {
+            run_id,
+            status: run_status.to_string(),
+            stages,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Removes object folders without a complete commit (left by crashes or damaged by hand),
+    /// except those a running process has locked.
+    pub async fn gc(&self) -> Result<GcReport, EngineError> {
+        let mut report = GcReport::default();
+        for folder in self.store.list_folders("objects").await? {
+            let fp = folder.rsplit('/').next().unwrap_or_default().to_string();
+            let Some(_lock) = lock::try_lock(&self.locks_dir(), &fp)? else {
+                report.in_use.push(fp);
+                continue;
+            };
+            if let CacheState::Miss(_) = self.store.check_cached(&fp).await? {
+                let bytes: u64 = self
+                    .store
+                    .list(&object_dir(&fp))
+                    .await?
+                    .iter()
+                    .map(|l| l.size)
+                    .sum();
+                self.store.delete_prefix(&object_dir(&fp)).await?;
+                report.bytes += bytes;
+                report.removed.push(fp);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Everything a spawned stage needs, owned.
+struct StageJob {
+    node: Node,
+    fingerprint: String,
+    store: Store,
+    locks: PathBuf,
+    sink: Arc<dyn ProgressSink>,
+    cpus: usize,
+    inputs: BTreeMap<String, InputRef>,
+}
+
+impl StageJob {
+    /// Locks the fingerprint, reuses a result another process committed meanwhile, or runs the stage
+    /// and commits its outputs manifest-last. Returns the manifest, whether it was reused, and metrics.
+    async fn execute(self) -> Result<(Manifest, bool, serde_json::Value), String> {
+        let name = self.node.name.clone();
+        let sink = Arc::clone(&self.sink);
+        let _lock = lock::lock(&self.locks, &self.fingerprint, || {
+            sink.event(&name, &StageEvent::Waiting)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let CacheState::Hit(m) = self.store.check_cached(&self.fingerprint).await.map_err(|e| e.to_string())? {
+            return Ok((m, true, serde_json::Value::Null));
+        }
+        // Files left by a run that crashed before its commit.
+        self.store
+            .delete_prefix(&object_dir(&self.fingerprint))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ctx = StageContext::new(
+            &self.node.name,
+            &self.fingerprint,
+            self.store.clone(),
+            self.inputs,
+            self.cpus,
+            Arc::clone(&self.sink),
+        );
+        self.node
+            .stage
+            .run(&self.node.config, &ctx)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let outputs = ctx.outputs();
+        for port in self.node.stage.outputs() {
+            if !outputs.contains_key(port.name) {
+                return Err(format!(
+                    "{} {} finished without writing output `{}` (a bug in the stage kind)",
+                    self.node.stage.kind(),
+                    self.node.stage.version(),
+                    port.name
+                ));
+            }
+        }
+        let manifest = Manifest {
+            fingerprint: self.fingerprint.clone(),
+            kind: self.node.stage.kind().to_string(),
+            version: self.node.stage.version().to_string(),
+            outputs,
+        };
+        self.store
+            .commit_manifest(&manifest)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((manifest, false, ctx.metrics()))
+    }
+}
+
+/// The error and its causes, joined with `: `.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn outcome(
+    node: &Node,
+    p: &PlannedStage,
+    status: StageStatus,
+    seconds: f64,
+    error: Option<String>,
+    manifest: Option<&Manifest>,
+) -> StageOutcome {
+    let rows = manifest
+        .map(|m| {
+            m.outputs
+                .iter()
+                .filter_map(|(k, o)| Some((k.clone(), o.rows?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    StageOutcome {
+        name: node.name.clone(),
+        fingerprint: p.fingerprint.clone(),
+        status,
+        seconds,
+        error,
+        rows,
+    }
+}
+
+fn clamp(need: Resources, limits: Resources) -> Resources {
+    Resources {
+        cpus: need.cpus.clamp(1, limits.cpus.max(1)),
+        gpus: need.gpus,
+        memory_gb: need.memory_gb.min(limits.memory_gb),
+    }
+}
+
+fn fits(need: Resources, free: Resources) -> bool {
+    need.cpus <= free.cpus && need.gpus <= free.gpus && need.memory_gb <= free.memory_gb + 1e-9
+}
+
+fn sub(a: Resources, b: Resources) -> Resources {
+    Resources {
+        cpus: a.cpus - b.cpus,
+        gpus: a.gpus - b.gpus,
+        memory_gb: a.memory_gb - b.memory_gb,
+    }
+}
+
+fn add(a: Resources, b: Resources) -> Resources {
+    Resources {
+        cpus: a.cpus + b.cpus,
+        gpus: a.gpus + b.gpus,
+        memory_gb: a.memory_gb + b.memory_gb,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}

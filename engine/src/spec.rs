@@ -1,0 +1,146 @@
+//! The workflow file: typed structs parsed with serde_yaml, with every error located in the file.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpecError;
+use crate::locate::{Position, Positions};
+
+/// A workflow: named stages whose inputs connect them into a DAG.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    /// Name of the workflow, used in the run history.
+    pub name: String,
+    /// Object-store URL for outputs (a local folder by default: `.dinoflow`).
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Stages by name. Names use letters, digits, `_` and `-`.
+    pub stages: IndexMap<String, StageSpec>,
+}
+
+/// One stage of a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// The stage kind (see `dinoflow stages`), optionally pinned to a major version: `ingest@1`.
+    pub kind: String,
+    /// Input port → `other_stage` or `other_stage.port`.
+    #[serde(default)]
+    pub inputs: IndexMap<String, String>,
+    /// The stage kind's configuration.
+    #[serde(default, rename = "with")]
+    pub config: serde_json::Value,
+    /// What the stage needs from the machine; the scheduler runs stages side by side within these.
+    #[serde(default)]
+    pub resources: ResourceSpec,
+}
+
+/// Resource requests in the workflow; unset fields take the stage kind's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// CPU cores.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Memory in GiB.
+    #[serde(default)]
+    pub memory_gb: Option<f64>,
+}
+
+/// A parsed workflow file with the positions of its keys.
+#[derive(Debug, Clone)]
+pub struct WorkflowFile {
+    /// The file's path as given (used in error messages).
+    pub file: String,
+    /// The parsed content.
+    pub spec: WorkflowSpec,
+    /// Where each key is.
+    pub positions: Positions,
+}
+
+impl WorkflowFile {
+    /// Parses `source`, read from `file`.
+    pub fn parse(file: &str, source: &str) -> Result<Self, SpecError> {
+        let positions = Positions::index(source);
+        let spec: WorkflowSpec = serde_yaml::from_str(source).map_err(|e| {
+            let position = e
+                .location()
+                .map(|l| Position {
+                    line: l.line(),
+                    column: l.column(),
+                })
+                .unwrap_or_default();
+            let message = strip_location(&e.to_string());
+            let hint = yaml_hint(&message);
+            SpecError {
+                file: file.to_string(),
+                position,
+                message,
+                hint,
+            }
+        })?;
+        let wf = Self {
+            file: file.to_string(),
+            spec,
+            positions,
+        };
+        for name in wf.spec.stages.keys() {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(wf.error(
+                    &format!("stages.{name}"),
+                    format!("invalid stage name `{name}`"),
+                    Some("stage names use letters, digits, `_` and `-` only".into()),
+                ));
+            }
+        }
+        if wf.spec.stages.is_empty() {
+            return Err(wf.error(
+                "stages",
+                "the workflow has no stages".into(),
+                Some("add at least one stage under `stages:`".into()),
+            ));
+        }
+        Ok(wf)
+    }
+
+    /// An error located at the key `path` (dotted), or at its closest existing parent.
+    pub fn error(&self, path: &str, message: String, hint: Option<String>) -> SpecError {
+        SpecError {
+            file: self.file.clone(),
+            position: self.positions.find(path),
+            message,
+            hint,
+        }
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the position is reported separately.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn yaml_hint(message: &str) -> Option<String> {
+    if message.contains("unknown field") {
+        Some("remove or rename the field; the valid ones are listed above".into())
+    } else if message.contains("missing field") {
+        Some("add the field; `dinoflow schema` prints the full workflow schema".into())
+    } else if message.contains("duplicate entry") {
+        Some("each key may appear once; rename or merge the duplicates".into())
+    } else if message.contains("invalid type") {
+        Some("check the value's type against docs/workflow-reference.md".into())
+    } else {
+        None
+    }
+}

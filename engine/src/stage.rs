@@ -1,0 +1,351 @@
+//! The `Stage` trait that every stage kind implements, its ports, and the context a run receives.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use dinoflow_storage::{Dataset, DatasetWriter, OutputManifest, ShardLimits, Store};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StageError;
+use crate::progress::{ProgressBar, ProgressSink};
+
+/// What flows through a port. Ports connect only when their types are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "name", rename_all = "lowercase")]
+pub enum PortType {
+    /// A dataset with the named schema (`images`, `embeddings`, `errors`, ...).
+    Dataset(&'static str),
+    /// An artifact of the named kind (`vit`, ...).
+    Artifact(&'static str),
+}
+
+impl std::fmt::Display for PortType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortType::Dataset(s) => write!(f, "dataset<{s}>"),
+            PortType::Artifact(s) => write!(f, "artifact<{s}>"),
+        }
+    }
+}
+
+/// One input or output of a stage kind.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Port {
+    /// The port's name, as used in `inputs:` and `stage.port` references.
+    pub name: &'static str,
+    /// What flows through it.
+    pub ty: PortType,
+    /// Whether a workflow may leave this input unconnected.
+    pub optional: bool,
+    /// One line saying what it is for.
+    pub doc: &'static str,
+}
+
+impl Port {
+    /// A required port.
+    pub const fn new(name: &'static str, ty: PortType, doc: &'static str) -> Self {
+        Self {
+            name,
+            ty,
+            optional: false,
+            doc,
+        }
+    }
+
+    /// An input port that may be left unconnected.
+    pub const fn optional(name: &'static str, ty: PortType, doc: &'static str) -> Self {
+        Self {
+            name,
+            ty,
+            optional: true,
+            doc,
+        }
+    }
+}
+
+/// What a stage needs from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Resources {
+    /// CPU cores.
+    pub cpus: u32,
+    /// GPUs.
+    pub gpus: u32,
+    /// Memory in GiB.
+    pub memory_gb: f64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            cpus: 1,
+            gpus: 0,
+            memory_gb: 0.5,
+        }
+    }
+}
+
+/// A byte-stream outside the store that a stage's output depends on (source file listings, plugin
+/// bytes, model files). Its digest goes into the fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraInput {
+    /// A name, unique within the stage, such as `source listing`.
+    pub name: String,
+    /// blake3 hex of the stream.
+    pub digest: String,
+    /// A short human summary (`70000 files, 31 MB`).
+    pub summary: String,
+}
+
+/// A stage kind. Implement this; the registry erases the config type.
+#[async_trait]
+pub trait Stage: Send + Sync + 'static {
+    /// The typed configuration read from `with:`. Use `#[serde(deny_unknown_fields)]`.
+    type Config: DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static;
+
+    /// The kind's name as written in workflows.
+    fn kind(&self) -> &'static str;
+    /// Semantic version; bump it whenever the same inputs and config would give other outputs.
+    fn version(&self) -> semver::Version;
+    /// One line saying what the stage does.
+    fn description(&self) -> &'static str;
+    /// Input ports.
+    fn inputs(&self) -> Vec<Port>;
+    /// Output ports; the first is the default when a workflow names the stage without a port.
+    fn outputs(&self) -> Vec<Port>;
+    /// Default resources for this config; the workflow's `resources:` overrides them.
+    fn resources(&self, _config: &Self::Config) -> Resources {
+        Resources::default()
+    }
+    /// Digests of everything outside the store that the outputs depend on.
+    async fn extra_inputs(&self, _config: &Self::Config) -> Result<Vec<ExtraInput>, StageError> {
+        Ok(Vec::new())
+    }
+    /// Does the work: reads inputs and writes every output port through `ctx`.
+    async fn run(&self, config: &Self::Config, ctx: &StageContext) -> Result<(), StageError>;
+}
+
+/// A stage's config after validation: the typed value and its canonical JSON (defaults filled in).
+#[derive(Clone)]
+pub struct ParsedConfig {
+    /// The config re-serialised from the typed value: what the fingerprint hashes.
+    pub canonical: serde_json::Value,
+    typed: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for ParsedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.canonical)
+    }
+}
+
+/// A config error: the dotted path inside `with:` and the message.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    /// Path inside `with:` (`.` separated, empty for the whole block).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The type-erased face of a [`Stage`], used by the registry and the scheduler.
+#[async_trait]
+pub trait DynStage: Send + Sync {
+    /// See [`Stage::kind`].
+    fn kind(&self) -> &'static str;
+    /// See [`Stage::version`].
+    fn version(&self) -> semver::Version;
+    /// See [`Stage::description`].
+    fn description(&self) -> &'static str;
+    /// See [`Stage::inputs`].
+    fn inputs(&self) -> Vec<Port>;
+    /// See [`Stage::outputs`].
+    fn outputs(&self) -> Vec<Port>;
+    /// JSON schema of the config.
+    fn config_schema(&self) -> serde_json::Value;
+    /// Validates `with:`.
+    fn parse_config(&self, value: &serde_json::Value) -> Result<ParsedConfig, ConfigError>;
+    /// See [`Stage::resources`].
+    fn resources(&self, config: &ParsedConfig) -> Resources;
+    /// See [`Stage::extra_inputs`].
+    async fn extra_inputs(&self, config: &ParsedConfig) -> Result<Vec<ExtraInput>, StageError>;
+    /// See [`Stage::run`].
+    async fn run(&self, config: &ParsedConfig, ctx: &StageContext) -> Result<(), StageError>;
+}
+
+fn typed<S: Stage>(config: &ParsedConfig) -> &S::Config {
+    config
+        .typed
+        .downcast_ref::<S::Config>()
+        .expect("ParsedConfig is only built by parse_config of the same stage")
+}
+
+#[async_trait]
+impl<S: Stage> DynStage for S {
+    fn kind(&self) -> &'static str {
+        Stage::kind(self)
+    }
+    fn version(&self) -> semver::Version {
+        Stage::version(self)
+    }
+    fn description(&self) -> &'static str {
+        Stage::description(self)
+    }
+    fn inputs(&self) -> Vec<Port> {
+        Stage::inputs(self)
+    }
+    fn outputs(&self) -> Vec<Port> {
+        Stage::outputs(self)
+    }
+    fn config_schema(&self) -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(S::Config)).unwrap_or_default()
+    }
+    fn parse_config(&self, value: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
+        let value = if value.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            value.clone()
+        };
+        let cfg: S::Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError {
+            path: e.path().to_string().trim_start_matches('.').to_string(),
+            message: e.inner().to_string(),
+        })?;
+        let canonical = serde_json::to_value(&cfg).map_err(|e| ConfigError {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        Ok(ParsedConfig {
+            canonical,
+            typed: Arc::new(cfg),
+        })
+    }
+    fn resources(&self, config: &ParsedConfig) -> Resources {
+        Stage::resources(self, typed::<S>(config))
+    }
+    async fn extra_inputs(&self, config: &ParsedConfig) -> Result<Vec<ExtraInput>, StageError> {
+        Stage::extra_inputs(self, typed::<S>(config)).await
+    }
+    async fn run(&self, config: &ParsedConfig, ctx: &StageContext) -> Result<(), StageError> {
+        Stage::run(self, typed::<S>(config), ctx).await
+    }
+}
+
+/// A committed upstream output connected to one input port.
+#[derive(Debug, Clone)]
+pub struct InputRef {
+    /// Fingerprint of the upstream stage run.
+    pub fingerprint: String,
+    /// The upstream output's manifest entry.
+    pub output: OutputManifest,
+}
+
+/// What a running stage gets: its inputs, a place to write outputs, progress and metrics.
+pub struct StageContext {
+    /// The stage's name in the workflow.
+    pub stage: String,
+    /// This run's fingerprint (names the output folder).
+    pub fingerprint: String,
+    /// The store outputs go to.
+    pub store: Store,
+    /// Cores this stage may use.
+    pub cpus: usize,
+    /// Bounds on output shards.
+    pub shard_limits: ShardLimits,
+    inputs: BTreeMap<String, InputRef>,
+    outputs: Mutex<BTreeMap<String, OutputManifest>>,
+    metrics: Mutex<serde_json::Map<String, serde_json::Value>>,
+    progress: Arc<dyn ProgressSink>,
+}
+
+impl StageContext {
+    /// Builds a context (the scheduler does this; tests may too).
+    pub fn new(
+        stage: &str,
+        fingerprint: &str,
+        store: Store,
+        inputs: BTreeMap<String, InputRef>,
+        cpus: usize,
+        progress: Arc<dyn ProgressSink>,
+    ) -> Self {
+        Self {
+            stage: stage.to_string(),
+            fingerprint: fingerprint.to_string(),
+            store,
+            cpus: cpus.max(1),
+            shard_limits: ShardLimits::default(),
+            inputs,
+            outputs: Mutex::default(),
+            metrics: Mutex::default(),
+            progress,
+        }
+    }
+
+    /// The upstream output connected to input `port`, if any.
+    pub fn input(&self, port: &str) -> Option<&InputRef> {
+        self.inputs.get(port)
+    }
+
+    /// Opens the dataset connected to input `port`.
+    pub fn input_dataset(&self, port: &str) -> Result<Dataset, StageError> {
+        let input = self
+            .inputs
+            .get(port)
+            .ok_or_else(|| StageError::MissingInput(port.to_string()))?;
+        Ok(Dataset::open(
+            self.store.clone(),
+            &input.fingerprint,
+            input.output.clone(),
+        )?)
+    }
+
+    /// Starts writing the dataset for output `port`; hand the finished writer to [`Self::finish_dataset`].
+    pub fn dataset_writer(&self, port: &str, schema: SchemaRef) -> DatasetWriter {
+        DatasetWriter::new(
+            self.store.clone(),
+            &self.fingerprint,
+            port,
+            schema,
+            self.shard_limits,
+        )
+    }
+
+    /// Uploads the last shard of `writer` and records the dataset as output `port`.
+    pub async fn finish_dataset(&self, port: &str, writer: DatasetWriter) -> Result<(), StageError> {
+        let out = writer.finish().await?;
+        self.set_output(port, out);
+        Ok(())
+    }
+
+    /// Records output `port` (written with the store's output helpers).
+    pub fn set_output(&self, port: &str, output: OutputManifest) {
+        if let Ok(mut outs) = self.outputs.lock() {
+            outs.insert(port.to_string(), output);
+        }
+    }
+
+    /// The outputs recorded so far.
+    pub fn outputs(&self) -> BTreeMap<String, OutputManifest> {
+        self.outputs.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Records a metric for the run history and reports.
+    pub fn metric(&self, key: &str, value: impl Into<serde_json::Value>) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.insert(key.to_string(), value.into());
+        }
+    }
+
+    /// The metrics recorded so far.
+    pub fn metrics(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.metrics.lock().map(|m| m.clone()).unwrap_or_default())
+    }
+
+    /// A progress bar for this stage counting `unit`s (`images`, `rows`).
+    pub fn progress(&self, total: Option<u64>, unit: &str) -> Box<dyn ProgressBar> {
+        self.progress.bar(&self.stage, total, unit)
+    }
+}

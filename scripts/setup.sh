@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything dinoflow needs to build, test, benchmark and run the demo on a fresh
+# Debian/Ubuntu machine. Idempotent: every step checks whether its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. Debian packages (only when root and missing).
+APT_PACKAGES=(dataset-fashion-mnist)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    log "missing Debian packages: ${missing[*]} (run as root or install them by hand)"; exit 1
+  fi
+fi
+
+# 2. Real colour photos, unpacked from Debian packages without installing them.
+PHOTOS=data/photos
+if [ ! -f "$PHOTOS/.done" ]; then
+  log "fetching real photos into $PHOTOS"
+  mkdir -p data/cache "$PHOTOS"
+  (cd data/cache
+   for pkg in opencv-doc palapeli-data; do
+     ls "${pkg}"_*.deb >/dev/null 2>&1 || { [ -n "$(ls /var/lib/apt/lists/*Packages 2>/dev/null)" ] || apt-get update -qq; apt-get download -qq "$pkg"; }
+     dpkg -x "${pkg}"_*.deb root/
+   done)
+  find data/cache/root/usr/share/doc/opencv-doc/examples/data -maxdepth 1 -type f \
+       \( -iname '*.jpg' -o -iname '*.png' \) -size +20k -exec cp -f {} "$PHOTOS/" \;
+  cp -f data/cache/root/usr/share/palapeli/collection/*.jpg "$PHOTOS/"
+  touch "$PHOTOS/.done"
+fi
+
+# 3. Python venv with torch (libtorch for tch) and the benchmark/test peers.
+PY_PACKAGES=(torch==2.11.0 pyarrow pillow numpy faiss-cpu timm safetensors)
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import torch, pyarrow, PIL, numpy, faiss, timm, safetensors; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
+  log "pip install ${PY_PACKAGES[*]}"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q "${PY_PACKAGES[@]}"
+fi
+
+# 4. libtorch for the tch crate: the wheel's folder has libtorch's layout.
+TORCH_DIR=$(.venv/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')
+ln -sfn "$TORCH_DIR" .torch
+
+log "done"

@@ -1,0 +1,234 @@
+//! Manifests: the last file written for a stage's outputs. A manifest lists every output (dataset or
+//! artifact) with its files, sizes and digests; its presence, with every listed file present at the
+//! listed size, is what makes a result visible and a cache hit.
+
+use std::collections::BTreeMap;
+
+use arrow_schema::Schema;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StorageError};
+use crate::store::Store;
+
+/// The manifest's file name inside `objects/<fingerprint>/`.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The folder holding the outputs of the stage run with this fingerprint.
+pub fn object_dir(fingerprint: &str) -> String {
+    format!("objects/{fingerprint}")
+}
+
+/// One file of an output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the object folder, e.g. `images/part-00000.parquet`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the content, hex.
+    pub blake3: String,
+    /// Rows in this file, for dataset shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+impl FileEntry {
+    /// Describes `data` stored at `path`.
+    pub fn describe(path: String, data: &[u8], rows: Option<u64>) -> Self {
+        Self {
+            path,
+            size: data.len() as u64,
+            blake3: blake3::hash(data).to_hex().to_string(),
+            rows,
+        }
+    }
+}
+
+/// Whether an output is a dataset (Parquet shards with a schema) or an artifact (model files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Parquet shards sharing one Arrow schema.
+    Dataset,
+    /// Opaque files such as safetensors checkpoints with a JSON config.
+    Artifact,
+}
+
+/// One output port's committed content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputManifest {
+    /// Dataset or artifact.
+    pub kind: OutputKind,
+    /// The Arrow schema, for datasets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Schema>,
+    /// Total rows, for datasets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// The files, in order.
+    pub files: Vec<FileEntry>,
+    /// blake3 over the files' paths, sizes and digests: equal digests mean equal content.
+    pub digest: String,
+}
+
+impl OutputManifest {
+    /// Builds a dataset output from its shards.
+    pub fn dataset(schema: Schema, files: Vec<FileEntry>) -> Self {
+        let rows = files.iter().filter_map(|f| f.rows).sum();
+        Self {
+            kind: OutputKind::Dataset,
+            schema: Some(schema),
+            rows: Some(rows),
+            digest: files_digest(&files),
+            files,
+        }
+    }
+
+    /// Builds an artifact output from its files.
+    pub fn artifact(files: Vec<FileEntry>) -> Self {
+        Self {
+            kind: OutputKind::Artifact,
+            schema: None,
+            rows: None,
+            digest: files_digest(&files),
+            files,
+        }
+    }
+
+    /// Total bytes of the output's files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+fn files_digest(files: &[FileEntry]) -> String {
+    let mut h = blake3::Hasher::new();
+    for f in files {
+        h.update(f.path.as_bytes());
+        h.update(&[0]);
+        h.update(&f.size.to_le_bytes());
+        h.update(f.blake3.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Everything one stage run committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The fingerprint that names the object folder.
+    pub fingerprint: String,
+    /// The stage kind that produced it.
+    pub kind: String,
+    /// The stage kind's version.
+    pub version: String,
+    /// The outputs by port name.
+    pub outputs: BTreeMap<String, OutputManifest>,
+}
+
+/// Why a fingerprint is not a cache hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miss {
+    /// Nothing was ever committed under this fingerprint (or a crash came before the manifest).
+    NoManifest,
+    /// The manifest exists but cannot be read.
+    BadManifest(String),
+    /// A listed file is gone.
+    MissingFile(String),
+    /// A listed file has another size than the manifest says.
+    WrongSize {
+        /// The file.
+        path: String,
+        /// Size in the manifest.
+        expected: u64,
+        /// Size in the store.
+        actual: u64,
+    },
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Miss::NoManifest => write!(f, "no committed output"),
+            Miss::BadManifest(e) => write!(f, "manifest unreadable ({e})"),
+            Miss::MissingFile(p) => write!(f, "output file {p} is missing"),
+            Miss::WrongSize {
+                path,
+                expected,
+                actual,
+            } => write!(f, "output file {path} has {actual} bytes, manifest says {expected}"),
+        }
+    }
+}
+
+/// The outcome of a cache check.
+#[derive(Debug, Clone)]
+pub enum CacheState {
+    /// Committed and complete.
+    Hit(Manifest),
+    /// Not usable, and why.
+    Miss(Miss),
+}
+
+impl Store {
+    /// Checks whether the outputs for `fingerprint` are committed and complete: the manifest exists
+    /// and every file it lists exists with the listed size.
+    pub async fn check_cached(&self, fingerprint: &str) -> Result<CacheState> {
+        let dir = object_dir(fingerprint);
+        let Some(bytes) = self.get_opt(&format!("{dir}/{MANIFEST_FILE}")).await? else {
+            return Ok(CacheState::Miss(Miss::NoManifest));
+        };
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return Ok(CacheState::Miss(Miss::BadManifest(e.to_string()))),
+        };
+        let listed: BTreeMap<String, u64> = self
+            .list(&dir)
+            .await?
+            .into_iter()
+            .map(|l| (l.key, l.size))
+            .collect();
+        for out in manifest.outputs.values() {
+            for file in &out.files {
+                let key = format!("{dir}/{}", file.path);
+                match listed.get(&key) {
+                    None => return Ok(CacheState::Miss(Miss::MissingFile(key))),
+                    Some(&size) if size != file.size => {
+                        return Ok(CacheState::Miss(Miss::WrongSize {
+                            path: key,
+                            expected: file.size,
+                            actual: size,
+                        }));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(CacheState::Hit(manifest))
+    }
+
+    /// Writes the manifest, which makes the outputs visible. Call it after every file is written.
+    pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let key = format!("{}/{MANIFEST_FILE}", object_dir(&manifest.fingerprint));
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Manifest {
+            path: key.clone(),
+            source: e,
+        })?;
+        self.put(&key, Bytes::from(json)).await
+    }
+
+    /// Writes one file of an output under `objects/<fingerprint>/` and describes it for the manifest.
+    pub async fn put_output_file(
+        &self,
+        fingerprint: &str,
+        path: &str,
+        data: Bytes,
+        rows: Option<u64>,
+    ) -> Result<FileEntry> {
+        let entry = FileEntry::describe(path.to_string(), &data, rows);
+        self.put(&format!("{}/{path}", object_dir(fingerprint)), data)
+            .await?;
+        Ok(entry)
+    }
+}
