@@ -1,1 +1,138 @@
-fn main() {}
+//! The `dinoflow` command line: it only wires the engine, the store and the stage plugins together.
+
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// dinoflow: declared, cached, resumable data-to-model workflows for vision (DINOv2 style).
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout instead of tables and progress bars.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats of `dinoflow dag`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    /// Mermaid flowchart (renders in GitHub markdown).
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow: every stage whose inputs changed runs; the rest are cache hits.
+    Run {
+        /// The workflow YAML file.
+        workflow: String,
+        /// Store URL (overrides the workflow's `store:`; default `.dinoflow`).
+        #[arg(long)]
+        store: Option<String>,
+        /// Where stages run.
+        #[arg(long, value_enum, default_value = "local")]
+        executor: Executor,
+        /// Keep running independent stages after a stage fails.
+        #[arg(long)]
+        keep_going: bool,
+        /// CPU cores the run may use (default: all).
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// GPUs the run may use.
+        #[arg(long, default_value_t = 0)]
+        gpus: u32,
+    },
+    /// Show each stage as cached or to run, and why.
+    Plan {
+        /// The workflow YAML file.
+        workflow: String,
+        /// Store URL (overrides the workflow's `store:`).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// List recent runs.
+    Runs {
+        /// Store URL.
+        #[arg(long, default_value = ".dinoflow")]
+        store: String,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one run (by id) or one stage's history and outputs (by name).
+    Show {
+        /// Run id or stage name.
+        target: String,
+        /// Store URL.
+        #[arg(long, default_value = ".dinoflow")]
+        store: String,
+    },
+    /// List stage kinds, or show one kind's ports and config schema.
+    Stages {
+        /// A kind to show in full.
+        kind: Option<String>,
+    },
+    /// Print the workflow's DAG.
+    Dag {
+        /// The workflow YAML file.
+        workflow: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: DagFormat,
+    },
+    /// Print the JSON schema of workflow files (for editors).
+    Schema,
+    /// Remove outputs left incomplete by crashes (and damaged ones).
+    Gc {
+        /// Store URL.
+        #[arg(long, default_value = ".dinoflow")]
+        store: String,
+    },
+}
+
+/// Where stages run.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Executor {
+    /// In this process.
+    Local,
+    /// As Slurm jobs.
+    Slurm,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

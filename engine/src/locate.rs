@@ -1,7 +1,7 @@
 //! Source positions of the keys in a YAML document, so that errors found after parsing (unknown
 //! kinds, bad inputs, cycles, stage config) can still name a line and column.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -19,6 +19,20 @@ pub struct Position {
 #[derive(Debug, Default, Clone)]
 pub struct Positions {
     keys: HashMap<String, Position>,
+    duplicates: Vec<Duplicate>,
+}
+
+/// A key written twice in one mapping (YAML forbids it; serde would keep only one of the values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Dotted path of the mapping holding the key (empty for the top level).
+    pub parent: String,
+    /// The repeated key.
+    pub key: String,
+    /// Where the key is written first.
+    pub first: Position,
+    /// Where it is written again.
+    pub again: Position,
 }
 
 impl Positions {
@@ -28,7 +42,15 @@ impl Positions {
         let mut recv = Receiver::default();
         let mut parser = Parser::new_from_str(source);
         let _ = parser.load(&mut recv, false);
-        Self { keys: recv.keys }
+        Self {
+            keys: recv.keys,
+            duplicates: recv.duplicates,
+        }
+    }
+
+    /// The first key written twice in the same mapping, if any.
+    pub fn first_duplicate(&self) -> Option<&Duplicate> {
+        self.duplicates.first()
     }
 
     /// The position of the longest known prefix of `path` (so a missing key falls back to its parent).
@@ -47,7 +69,10 @@ impl Positions {
 }
 
 enum Frame {
-    Map { key: Option<String> },
+    Map {
+        key: Option<String>,
+        seen: HashSet<String>,
+    },
     Seq { index: usize },
 }
 
@@ -56,13 +81,14 @@ struct Receiver {
     stack: Vec<Frame>,
     path: Vec<String>,
     keys: HashMap<String, Position>,
+    duplicates: Vec<Duplicate>,
 }
 
 impl Receiver {
     /// Called when a value (scalar or container) starts: returns the path segment it lives under.
     fn enter_value(&mut self) -> Option<String> {
         match self.stack.last_mut() {
-            Some(Frame::Map { key }) => key.take(),
+            Some(Frame::Map { key, .. }) => key.take(),
             Some(Frame::Seq { index }) => {
                 *index += 1;
                 Some((*index - 1).to_string())
@@ -74,19 +100,25 @@ impl Receiver {
 
 impl MarkedEventReceiver for Receiver {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        let expecting_key = matches!(self.stack.last(), Some(Frame::Map { key: None }));
+        let expecting_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
         match ev {
             Event::Scalar(value, ..) if expecting_key => {
                 let mut path = self.path.clone();
                 path.push(value.clone());
-                self.keys.insert(
-                    path.join("."),
-                    Position {
-                        line: mark.line(),
-                        column: mark.col() + 1,
-                    },
-                );
-                if let Some(Frame::Map { key }) = self.stack.last_mut() {
+                let pos = Position {
+                    line: mark.line(),
+                    column: mark.col() + 1,
+                };
+                let first = *self.keys.entry(path.join(".")).or_insert(pos);
+                if let Some(Frame::Map { key, seen }) = self.stack.last_mut() {
+                    if !seen.insert(value.clone()) {
+                        self.duplicates.push(Duplicate {
+                            parent: self.path.join("."),
+                            key: value.clone(),
+                            first,
+                            again: pos,
+                        });
+                    }
                     *key = Some(value);
                 }
             }
@@ -99,7 +131,10 @@ impl MarkedEventReceiver for Receiver {
                 }
                 let is_top = self.stack.is_empty();
                 self.stack.push(if matches!(ev, Event::MappingStart(..)) {
-                    Frame::Map { key: None }
+                    Frame::Map {
+                        key: None,
+                        seen: HashSet::new(),
+                    }
                 } else {
                     Frame::Seq { index: 0 }
                 });

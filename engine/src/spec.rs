@@ -67,6 +67,24 @@ impl WorkflowFile {
     /// Parses `source`, read from `file`.
     pub fn parse(file: &str, source: &str) -> Result<Self, SpecError> {
         let positions = Positions::index(source);
+        // serde keeps one value of a repeated key (or, for struct fields, reports it without its
+        // position), so repeated keys are found here.
+        if let Some(d) = positions.first_duplicate() {
+            let within = if d.parent.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{}`", d.parent)
+            };
+            return Err(SpecError {
+                file: file.to_string(),
+                position: d.again,
+                message: format!(
+                    "duplicate key `{}`{within} (first written at line {})",
+                    d.key, d.first.line
+                ),
+                hint: Some("each key may appear once; rename or merge the duplicates".into()),
+            });
+        }
         let spec: WorkflowSpec = serde_yaml::from_str(source).map_err(|e| {
             let position = e
                 .location()
@@ -75,7 +93,7 @@ impl WorkflowFile {
                     column: l.column(),
                 })
                 .unwrap_or_default();
-            let message = strip_location(&e.to_string());
+            let message = strip_location(&e.to_string(), position);
             let hint = yaml_hint(&message);
             SpecError {
                 file: file.to_string(),
@@ -123,10 +141,13 @@ impl WorkflowFile {
     }
 }
 
-/// serde_yaml appends " at line L column C" to its messages; the position is reported separately.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
+/// serde_yaml writes the error's own position (" at line L column C") into its messages; it is
+/// reported separately. Syntax errors also name where the enclosing construct starts (", while
+/// parsing a flow mapping at line L column C"): that one is kept, it is where to look.
+fn strip_location(msg: &str, at: Position) -> String {
+    let mark = format!(" at line {} column {}", at.line, at.column);
+    match msg.find(&mark) {
+        Some(i) => format!("{}{}", &msg[..i], &msg[i + mark.len()..]),
         None => msg.to_string(),
     }
 }
@@ -138,6 +159,8 @@ fn yaml_hint(message: &str) -> Option<String> {
         Some("add the field; `dinoflow schema` prints the full workflow schema".into())
     } else if message.contains("duplicate entry") {
         Some("each key may appear once; rename or merge the duplicates".into())
+    } else if message.contains("cannot start any token") {
+        Some("indent with spaces, not tabs; quote values that start with `@` or `` ` ``".into())
     } else if message.contains("invalid type") {
         Some("check the value's type against docs/workflow-reference.md".into())
     } else {

@@ -78,6 +78,12 @@ impl DatasetWriter {
         }
     }
 
+    /// Replaces the shard bounds (before the first write).
+    pub fn with_limits(mut self, limits: ShardLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The schema every batch must have.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema

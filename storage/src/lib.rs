@@ -6,6 +6,7 @@ mod dataset;
 mod error;
 mod manifest;
 mod retry;
+pub mod schemas;
 mod store;
 
 pub use dataset::{Dataset, DatasetWriter, ShardLimits};

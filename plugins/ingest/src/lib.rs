@@ -1,1 +1,331 @@
-//! placeholder
+//! The `ingest` stage: reads images from a folder (any store), IDX files or Parquet files; decodes
+//! them (format sniffed from content), applies EXIF orientation, resizes, hashes; writes the
+//! `images` dataset, and an `errors` dataset with one row per file that could not be used.
+
+mod config;
+mod decode;
+mod error;
+mod idx;
+mod sources;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dinoflow_engine::{
+    ExtraInput, Port, PortType, ProgressBar, Resources, Stage, StageContext, StageError,
+    async_trait, semver,
+};
+use dinoflow_storage::schemas::{ImageRow, errors_batch, errors_schema, images_batch, images_schema};
+use dinoflow_storage::{DatasetWriter, Listed};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::prelude::*;
+
+pub use config::{FolderLabels, IngestConfig, Source};
+pub use decode::{DecodeOptions, Decoded, decode_image, resize_grey, target_size};
+pub use error::IngestError;
+pub use idx::{IdxArray, parse_idx};
+use sources::Encoded;
+
+/// The `ingest` stage kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ingest;
+
+/// A failed item: (source, file size, reason).
+type Failure = (String, u64, String);
+
+fn stage_err(e: IngestError) -> StageError {
+    StageError::failed(e)
+}
+
+fn listing_digest(files: &[Listed]) -> String {
+    let mut h = blake3::Hasher::new();
+    for f in files {
+        h.update(f.key.as_bytes());
+        h.update(&[0]);
+        h.update(&f.size.to_le_bytes());
+        h.update(f.version.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn summary(files: &[Listed]) -> String {
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    format!("{} file(s), {:.1} MB", files.len(), bytes as f64 / 1e6)
+}
+
+#[async_trait]
+impl Stage for Ingest {
+    type Config = IngestConfig;
+
+    fn kind(&self) -> &'static str {
+        "ingest"
+    }
+    fn version(&self) -> semver::Version {
+        semver::Version::new(1, 0, 0)
+    }
+    fn description(&self) -> &'static str {
+        "reads images (folder, IDX, Parquet) into the images dataset; unusable files go to `errors`"
+    }
+    fn inputs(&self) -> Vec<Port> {
+        Vec::new()
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("images", PortType::Dataset("images"), "decoded, resized images with ids and labels"),
+            Port::new("errors", PortType::Dataset("errors"), "files that could not be decoded, with the reason"),
+        ]
+    }
+    fn resources(&self, _config: &IngestConfig) -> Resources {
+        Resources {
+            cpus: u32::MAX,
+            gpus: 0,
+            memory_gb: 1.0,
+        }
+    }
+
+    async fn extra_inputs(&self, config: &IngestConfig) -> Result<Vec<ExtraInput>, StageError> {
+        let files: Vec<Listed> = match &config.source {
+            Source::Folder { path, glob, labels } => {
+                sources::list_folder(path, glob.as_deref(), *labels)
+                    .await
+                    .map_err(stage_err)?
+                    .files
+            }
+            Source::Idx { images, labels } => {
+                let mut v = vec![sources::stat_file(images).await.map_err(stage_err)?];
+                if let Some(l) = labels {
+                    v.push(sources::stat_file(l).await.map_err(stage_err)?);
+                }
+                v
+            }
+            Source::Parquet { path, .. } => sources::list_parquet(path)
+                .await
+                .map_err(stage_err)?
+                .into_iter()
+                .map(|(_, l)| l)
+                .collect(),
+        };
+        Ok(vec![ExtraInput {
+            name: "source listing".into(),
+            digest: listing_digest(&files),
+            summary: summary(&files),
+        }])
+    }
+
+    async fn run(&self, config: &IngestConfig, ctx: &StageContext) -> Result<(), StageError> {
+        let started = Instant::now();
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(ctx.cpus)
+                .build()
+                .map_err(|e| stage_err(IngestError::Workers(e.to_string())))?,
+        );
+        let mut limits = ctx.shard_limits;
+        limits.max_rows = config.shard_rows.max(1);
+        let mut out = Output {
+            images: ctx.dataset_writer("images", images_schema()).with_limits(limits),
+            errors: ctx.dataset_writer("errors", errors_schema()).with_limits(limits),
+            bar: ctx.progress(None, "images"),
+            failed: 0,
+        };
+        let opts = DecodeOptions {
+            max_side: config.max_side.max(1),
+            max_pixels: config.max_pixels,
+        };
+        let limit = config.limit.unwrap_or(u64::MAX);
+        let batch = config.batch_size.max(1);
+        match &config.source {
+            Source::Idx { images, labels } => {
+                ingest_idx(images, labels.as_deref(), limit, batch, opts, &pool, &mut out).await?
+            }
+            Source::Folder { path, glob, labels } => {
+                let listing = sources::list_folder(path, glob.as_deref(), *labels)
+                    .await
+                    .map_err(stage_err)?;
+                let n = listing.files.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+                out.bar.set_total(n as u64);
+                for start in (0..n).step_by(batch) {
+                    let items = listing.fetch(start..(start + batch).min(n)).await.map_err(stage_err)?;
+                    let decoded = decode_all(&pool, items, opts).await?;
+                    out.push(decoded).await?;
+                }
+            }
+            Source::Parquet {
+                path,
+                column,
+                label_column,
+            } => {
+                let mut seen = 0u64;
+                for (url, _) in sources::list_parquet(path).await.map_err(stage_err)? {
+                    let data = sources::read_file(&url).await.map_err(stage_err)?;
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
+                        .and_then(|b| b.with_batch_size(batch).build())
+                        .map_err(|e| stage_err(IngestError::Source { source_url: url.clone(), reason: e.to_string() }))?;
+                    let mut row = 0usize;
+                    for b in reader {
+                        if seen >= limit {
+                            break;
+                        }
+                        let b = b.map_err(|e| stage_err(IngestError::Arrow(e)))?;
+                        let mut items = sources::parquet_rows(&url, &b, column, label_column.as_deref(), row)
+                            .map_err(stage_err)?;
+                        row += b.num_rows();
+                        items.truncate(usize::try_from(limit - seen).unwrap_or(usize::MAX));
+                        seen += items.len() as u64;
+                        let decoded = decode_all(&pool, items, opts).await?;
+                        out.push(decoded).await?;
+                    }
+                }
+            }
+        }
+        let images = out.images.rows();
+        let failed = out.failed;
+        out.bar.finish();
+        ctx.finish_dataset("images", out.images).await?;
+        ctx.finish_dataset("errors", out.errors).await?;
+        let secs = started.elapsed().as_secs_f64();
+        ctx.metric("images", images);
+        ctx.metric("errors", failed);
+        ctx.metric("seconds", secs);
+        ctx.metric("images_per_s", images as f64 / secs.max(1e-9));
+        tracing::info!(stage = %ctx.stage, images, errors = failed, "ingest done in {secs:.2}s");
+        Ok(())
+    }
+}
+
+/// The two writers and the progress bar.
+struct Output {
+    images: DatasetWriter,
+    errors: DatasetWriter,
+    bar: Box<dyn ProgressBar>,
+    failed: u64,
+}
+
+impl Output {
+    async fn push(&mut self, rows: Vec<Result<ImageRow, Failure>>) -> Result<(), StageError> {
+        let n = rows.len() as u64;
+        let (ok, bad): (Vec<_>, Vec<_>) = rows.into_iter().partition(Result::is_ok);
+        let ok: Vec<ImageRow> = ok.into_iter().filter_map(Result::ok).collect();
+        let bad: Vec<Failure> = bad.into_iter().filter_map(Result::err).collect();
+        if !ok.is_empty() {
+            let b = images_batch(&ok).map_err(|e| stage_err(e.into()))?;
+            self.images.write(&b).await?;
+        }
+        if !bad.is_empty() {
+            for (source, _, reason) in &bad {
+                tracing::debug!(%source, "skipped: {reason}");
+            }
+            self.failed += bad.len() as u64;
+            let b = errors_batch(&bad).map_err(|e| stage_err(e.into()))?;
+            self.errors.write(&b).await?;
+        }
+        self.bar.inc(n);
+        Ok(())
+    }
+}
+
+fn image_row(item: &Encoded, opts: &DecodeOptions) -> Result<ImageRow, Failure> {
+    let size = item.bytes.len() as u64;
+    let d = decode_image(&item.bytes, opts).map_err(|e| (item.source.clone(), size, e))?;
+    Ok(ImageRow {
+        id: blake3::hash(&item.bytes).to_hex().to_string(),
+        source: item.source.clone(),
+        width: d.width,
+        height: d.height,
+        format: d.format,
+        file_size: size,
+        label: item.label,
+        pixels: d.pixels,
+        channels: d.channels,
+        pixel_width: d.pixel_width,
+        pixel_height: d.pixel_height,
+    })
+}
+
+/// Decodes a batch on the stage's worker pool, keeping the order.
+async fn decode_all(
+    pool: &Arc<rayon::ThreadPool>,
+    items: Vec<Encoded>,
+    opts: DecodeOptions,
+) -> Result<Vec<Result<ImageRow, Failure>>, StageError> {
+    let pool = Arc::clone(pool);
+    tokio::task::spawn_blocking(move || {
+        pool.install(|| items.par_iter().map(|it| image_row(it, &opts)).collect())
+    })
+    .await
+    .map_err(|e| stage_err(IngestError::Workers(e.to_string())))
+}
+
+async fn ingest_idx(
+    images_url: &str,
+    labels_url: Option<&str>,
+    limit: u64,
+    batch: usize,
+    opts: DecodeOptions,
+    pool: &Arc<rayon::ThreadPool>,
+    out: &mut Output,
+) -> Result<(), StageError> {
+    let bad = |url: &str, reason: String| {
+        stage_err(IngestError::Source {
+            source_url: url.to_string(),
+            reason,
+        })
+    };
+    let images = parse_idx(&sources::read_file(images_url).await.map_err(stage_err)?)
+        .map_err(|e| bad(images_url, e))?;
+    let [n, h, w] = images.dims[..] else {
+        return Err(bad(images_url, format!("expected 3 dimensions (n, rows, cols), found {:?}", images.dims)));
+    };
+    let labels = match labels_url {
+        Some(url) => {
+            let l = parse_idx(&sources::read_file(url).await.map_err(stage_err)?).map_err(|e| bad(url, e))?;
+            if l.dims != [n] {
+                return Err(bad(url, format!("has {:?} labels but the images file has {n} images", l.dims)));
+            }
+            Some(l.data)
+        }
+        None => None,
+    };
+    let images = Arc::new(images);
+    let labels = Arc::new(labels);
+    let count = n.min(usize::try_from(limit).unwrap_or(usize::MAX));
+    out.bar.set_total(count as u64);
+    let (w, h) = (w as u32, h as u32);
+    let url = images_url.to_string();
+    for start in (0..count).step_by(batch) {
+        let end = (start + batch).min(count);
+        let (images, labels, pool, url) = (Arc::clone(&images), Arc::clone(&labels), Arc::clone(pool), url.clone());
+        let rows = tokio::task::spawn_blocking(move || {
+            let plane = (w * h) as usize;
+            pool.install(|| {
+                (start..end)
+                    .into_par_iter()
+                    .map(|i| {
+                        let raw = &images.data[i * plane..(i + 1) * plane];
+                        let source = format!("{url}#{i}");
+                        let (pw, ph, pixels) = resize_grey(raw, w, h, opts.max_side)
+                            .map_err(|e| (source.clone(), plane as u64, e))?;
+                        Ok(ImageRow {
+                            id: blake3::hash(raw).to_hex().to_string(),
+                            source,
+                            width: w,
+                            height: h,
+                            format: "idx".into(),
+                            file_size: plane as u64,
+                            label: labels.as_ref().as_ref().map(|l| i64::from(l[i])),
+                            pixels,
+                            channels: 1,
+                            pixel_width: pw,
+                            pixel_height: ph,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| stage_err(IngestError::Workers(e.to_string())))?;
+        out.push(rows).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Listing and reading the three source kinds: folders (any store), IDX files, Parquet files.
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use bytes::Bytes;
+use dinoflow_storage::{Listed, Store, split_file_url};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::config::FolderLabels;
+use crate::error::IngestError;
+
+/// One encoded image waiting to be decoded.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Where it came from (`url`, or `url#index` inside a container file).
+    pub source: String,
+    /// The encoded bytes.
+    pub bytes: Bytes,
+    /// Its label, if the source has labels.
+    pub label: Option<i64>,
+}
+
+fn source_err(url: &str, reason: impl std::fmt::Display) -> IngestError {
+    IngestError::Source {
+        source_url: url.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Joins a folder URL and a relative key.
+fn join_url(folder: &str, key: &str) -> String {
+    format!("{}/{key}", folder.trim_end_matches('/'))
+}
+
+/// A file given by URL: its folder's store and its key.
+pub fn open_file(url: &str) -> Result<(Store, String), IngestError> {
+    let (dir, name) = split_file_url(url);
+    let store = Store::open(&dir).map_err(|e| source_err(url, e))?;
+    Ok((store, name))
+}
+
+/// Size and version of one file, for the fingerprint; a clear error when it is missing.
+pub async fn stat_file(url: &str) -> Result<Listed, IngestError> {
+    let (store, key) = open_file(url)?;
+    store
+        .head(&key)
+        .await
+        .map_err(|e| source_err(url, e))?
+        .ok_or_else(|| source_err(url, "no such file; check the path (relative paths are relative to the current directory)"))
+}
+
+/// Reads a whole file.
+pub async fn read_file(url: &str) -> Result<Bytes, IngestError> {
+    let (store, key) = open_file(url)?;
+    store.get(&key).await.map_err(|e| source_err(url, e))
+}
+
+/// The files of a folder source, sorted, with their labels.
+pub struct FolderListing {
+    /// The folder's store.
+    pub store: Store,
+    /// The folder URL as configured.
+    pub url: String,
+    /// Matching files.
+    pub files: Vec<Listed>,
+    /// One label per file (all `None` without labels).
+    pub labels: Vec<Option<i64>>,
+}
+
+/// Lists the files of `url` that match `glob` (default: every file that is not hidden).
+pub async fn list_folder(
+    url: &str,
+    glob: Option<&str>,
+    labels: FolderLabels,
+) -> Result<FolderListing, IngestError> {
+    let store = Store::open(url).map_err(|e| source_err(url, e))?;
+    let pattern = glob
+        .map(glob::Pattern::new)
+        .transpose()
+        .map_err(|e| source_err(url, format!("invalid glob: {e}")))?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    let files: Vec<Listed> = store
+        .list("")
+        .await
+        .map_err(|e| source_err(url, e))?
+        .into_iter()
+        .filter(|f| !f.key.split('/').any(|part| part.starts_with('.')))
+        .filter(|f| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| p.matches_with(&f.key, options))
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(source_err(
+            url,
+            "no files match; check `path` and `glob`",
+        ));
+    }
+    let labels = match labels {
+        FolderLabels::None => vec![None; files.len()],
+        FolderLabels::ParentDir => {
+            let parent = |k: &str| k.rsplit('/').nth(1).unwrap_or("").to_string();
+            let mut classes: Vec<String> = files.iter().map(|f| parent(&f.key)).collect();
+            classes.sort();
+            classes.dedup();
+            files
+                .iter()
+                .map(|f| classes.binary_search(&parent(&f.key)).ok().map(|i| i as i64))
+                .collect()
+        }
+    };
+    Ok(FolderListing {
+        store,
+        url: url.to_string(),
+        files,
+        labels,
+    })
+}
+
+impl FolderListing {
+    /// Reads files `range` concurrently, in order.
+    pub async fn fetch(&self, range: std::ops::Range<usize>) -> Result<Vec<Encoded>, IngestError> {
+        futures::stream::iter(range)
+            .map(|i| async move {
+                let f = &self.files[i];
+                let bytes = self
+                    .store
+                    .get(&f.key)
+                    .await
+                    .map_err(|e| source_err(&self.url, e))?;
+                Ok::<_, IngestError>(Encoded {
+                    source: join_url(&self.url, &f.key),
+                    bytes,
+                    label: self.labels[i],
+                })
+            })
+            .buffered(32)
+            .try_collect()
+            .await
+    }
+}
+
+/// The Parquet files of a Parquet source (one file, or every `*.parquet` in a folder), sorted.
+pub async fn list_parquet(url: &str) -> Result<Vec<(String, Listed)>, IngestError> {
+    if url.ends_with(".parquet") {
+        return Ok(vec![(url.to_string(), stat_file(url).await?)]);
+    }
+    let store = Store::open(url).map_err(|e| source_err(url, e))?;
+    let files: Vec<(String, Listed)> = store
+        .list("")
+        .await
+        .map_err(|e| source_err(url, e))?
+        .into_iter()
+        .filter(|f| f.key.ends_with(".parquet"))
+        .map(|f| (join_url(url, &f.key), f))
+        .collect();
+    if files.is_empty() {
+        return Err(source_err(url, "no *.parquet files in this folder"));
+    }
+    Ok(files)
+}
+
+/// Turns a batch of a Parquet source into encoded images; `first_row` numbers the sources.
+pub fn parquet_rows(
+    url: &str,
+    batch: &RecordBatch,
+    column: &str,
+    label_column: Option<&str>,
+    first_row: usize,
+) -> Result<Vec<Encoded>, IngestError> {
+    let images = batch.column_by_name(column).ok_or_else(|| {
+        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        source_err(url, format!("no column `{column}`; columns are: {}", names.join(", ")))
+    })?;
+    let values: Vec<Option<Bytes>> = match images.data_type() {
+        DataType::Binary => images
+            .as_binary::<i32>()
+            .iter()
+            .map(|v| v.map(Bytes::copy_from_slice))
+            .collect(),
+        DataType::LargeBinary => images
+            .as_binary::<i64>()
+            .iter()
+            .map(|v| v.map(Bytes::copy_from_slice))
+            .collect(),
+        DataType::BinaryView => images
+            .as_binary_view()
+            .iter()
+            .map(|v| v.map(Bytes::copy_from_slice))
+            .collect(),
+        other => {
+            return Err(source_err(
+                url,
+                format!("column `{column}` is {other}, expected binary image bytes"),
+            ));
+        }
+    };
+    let labels: Vec<Option<i64>> = match label_column {
+        None => vec![None; batch.num_rows()],
+        Some(name) => {
+            let col = batch.column_by_name(name).ok_or_else(|| {
+                source_err(url, format!("no label column `{name}`"))
+            })?;
+            let cast = arrow_cast::cast(col, &DataType::Int64)
+                .map_err(|e| source_err(url, format!("label column `{name}`: {e}")))?;
+            let ints = cast.as_primitive::<arrow_array::types::Int64Type>();
+            (0..ints.len())
+                .map(|i| (!ints.is_null(i)).then(|| ints.value(i)))
+                .collect()
+        }
+    };
+    Ok(values
+        .into_iter()
+        .zip(labels)
+        .enumerate()
+        .map(|(i, (bytes, label))| Encoded {
+            source: format!("{url}#{}", first_row + i),
+            bytes: bytes.unwrap_or_default(),
+            label,
+        })
+        .collect())
+}

@@ -1,0 +1,305 @@
+//! The subcommands.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use dinoflow_engine::{
+    Dag, Engine, EngineError, PlanState, Registry, Resources, RunOptions, Silent,
+    workflow_schema,
+};
+use dinoflow_storage::{CacheState, Store};
+
+use crate::progress::Bars;
+use crate::{Cli, Command, DagFormat, Executor};
+
+/// Every stage kind this build knows.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(dinoflow_ingest::Ingest);
+    r
+}
+
+/// Maps an error to the exit code of design.md §7: 2 for invalid workflows, 130 for Ctrl-C, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<EngineError>() {
+        Some(EngineError::Spec(_) | EngineError::ReadWorkflow { .. }) => 2,
+        Some(EngineError::Cancelled) => 130,
+        _ => 1,
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn open_engine(store_url: &str, json: bool) -> Result<Engine> {
+    let store = Store::create(store_url).with_context(|| format!("opening store {store_url}"))?;
+    let sink: Arc<dyn dinoflow_engine::ProgressSink> = if json {
+        Arc::new(Silent)
+    } else {
+        Arc::new(Bars::new(false))
+    };
+    Ok(Engine::open(store, sink)?)
+}
+
+fn store_for(dag: &Dag, flag: Option<String>) -> String {
+    flag.or_else(|| dag.store.clone())
+        .unwrap_or_else(|| ".dinoflow".to_string())
+}
+
+fn machine_limits(cpus: Option<u32>, gpus: u32) -> Resources {
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let memory_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(8.0, |kb| kb / 1024.0 / 1024.0);
+    Resources {
+        cpus: cpus.unwrap_or(all).max(1),
+        gpus,
+        memory_gb,
+    }
+}
+
+/// Runs one subcommand.
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    let registry = registry();
+    match cli.command {
+        Command::Run {
+            workflow,
+            store,
+            executor,
+            keep_going,
+            cpus,
+            gpus,
+        } => {
+            if executor == Executor::Slurm {
+                bail!("the slurm executor is not available in this build yet; use --executor local");
+            }
+            let dag = Dag::load(&workflow, &registry)?;
+            let engine = open_engine(&store_for(&dag, store), json)?;
+            let opts = RunOptions {
+                keep_going,
+                limits: machine_limits(cpus, gpus),
+                handle_ctrl_c: true,
+            };
+            let report = engine.run(&dag, &opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!("run {} {} in {:.2}s", report.run_id, report.status, report.seconds);
+                for s in &report.stages {
+                    let rows: Vec<String> = s.rows.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!(
+                        "  {:<20} {:<9} {:>8.2}s  {}",
+                        s.name,
+                        format!("{:?}", s.status).to_lowercase(),
+                        s.seconds,
+                        rows.join(" ")
+                    );
+                }
+            }
+            Ok(ExitCode::from(if report.succeeded() { 0 } else { 1 }))
+        }
+        Command::Plan { workflow, store } => {
+            let dag = Dag::load(&workflow, &registry)?;
+            let engine = open_engine(&store_for(&dag, store), true)?;
+            let plan = engine.plan(&dag).await?;
+            if json {
+                print_json(&plan)?;
+            } else {
+                for p in &plan {
+                    match &p.state {
+                        PlanState::Cached => println!("  cached  {:<20} {}", p.name, p.fingerprint),
+                        PlanState::Run { reasons } => {
+                            println!("     run  {:<20} {} ({})", p.name, p.fingerprint, reasons.join("; "))
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { store, limit } => {
+            let engine = open_engine(&store, true)?;
+            let runs = engine.db().runs(limit)?;
+            if json {
+                print_json(&runs)?;
+            } else {
+                for r in runs {
+                    println!(
+                        "{:>5}  {:<10} {:<24} {}  {}",
+                        r.id,
+                        r.status,
+                        r.workflow,
+                        r.started,
+                        r.error.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { target, store } => show(&target, &store, json).await,
+        Command::Stages { kind } => stages(&registry, kind.as_deref(), json),
+        Command::Dag { workflow, format } => {
+            let dag = Dag::load(&workflow, &registry)?;
+            println!("{}", render_dag(&dag, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print_json(&workflow_schema(&registry))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { store } => {
+            let engine = open_engine(&store, true)?;
+            let report = engine.gc().await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "removed {} incomplete output folder(s), {:.1} MB freed; {} in use and kept",
+                    report.removed.len(),
+                    report.bytes as f64 / 1e6,
+                    report.in_use.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
+    let engine = open_engine(store_url, true)?;
+    let db = engine.db();
+    if let Ok(id) = target.parse::<i64>() {
+        let run = db
+            .run(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no run {id} in {store_url}; `dinoflow runs` lists them")))?;
+        let stages = db.stages_of_run(id)?;
+        if json {
+            print_json(&serde_json::json!({ "run": run, "stages": stages }))?;
+        } else {
+            println!("run {} of {} ({}): {}", run.id, run.workflow, run.file, run.status);
+            println!("  started {}  finished {}", run.started, run.finished.unwrap_or_default());
+            if let Some(e) = run.error {
+                println!("  error: {e}");
+            }
+            for s in stages {
+                println!(
+                    "  {:<20} {:<9} {:>8.2}s  {} {}@{}  {}",
+                    s.stage,
+                    s.status,
+                    s.seconds.unwrap_or(0.0),
+                    s.fingerprint,
+                    s.kind,
+                    s.version,
+                    if s.metrics.is_null() { String::new() } else { s.metrics.to_string() }
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let history = db.history_of_stage(target)?;
+    let Some(last) = history.last() else {
+        bail!(EngineError::NotFound(format!(
+            "no stage or run `{target}` in {store_url}; `dinoflow runs` lists runs"
+        )));
+    };
+    let manifest = match engine.store().check_cached(&last.fingerprint).await? {
+        CacheState::Hit(m) => Some(m),
+        CacheState::Miss(_) => None,
+    };
+    if json {
+        print_json(&serde_json::json!({ "history": history, "outputs": manifest }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("stage {target} ({}@{})", last.kind, last.version);
+    for s in &history {
+        println!("  run {:>4}  {:<9} {:>8.2}s  {}", s.run_id, s.status, s.seconds.unwrap_or(0.0), s.fingerprint);
+    }
+    match manifest {
+        Some(m) => {
+            println!("outputs in {store_url}/objects/{}:", m.fingerprint);
+            for (port, o) in &m.outputs {
+                println!(
+                    "  {port:<10} {:?} rows={} files={} {:.1} MB digest={}",
+                    o.kind,
+                    o.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                    o.files.len(),
+                    o.bytes() as f64 / 1e6,
+                    &o.digest[..16]
+                );
+            }
+        }
+        None => println!("outputs of the last run are not in the store (removed or never committed)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stages(registry: &Registry, kind: Option<&str>, json: bool) -> Result<ExitCode> {
+    let list: Vec<serde_json::Value> = registry
+        .kinds()
+        .filter(|k| kind.is_none_or(|want| k.kind() == want))
+        .map(|k| {
+            serde_json::json!({
+                "kind": k.kind(),
+                "version": k.version().to_string(),
+                "description": k.description(),
+                "inputs": k.inputs(),
+                "outputs": k.outputs(),
+                "config": k.config_schema(),
+            })
+        })
+        .collect();
+    if let Some(want) = kind
+        && list.is_empty()
+    {
+        bail!("unknown stage kind `{want}`; known kinds: {}", registry.names().join(", "));
+    }
+    if json || kind.is_some() {
+        print_json(&if kind.is_some() { list[0].clone() } else { serde_json::Value::Array(list) })?;
+    } else {
+        for k in registry.kinds() {
+            println!("{:<12} {:<8} {}", k.kind(), k.version(), k.description());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_dag(dag: &Dag, format: DagFormat) -> String {
+    let mut out = String::new();
+    match format {
+        DagFormat::Mermaid => {
+            out.push_str("flowchart LR\n");
+            for n in &dag.nodes {
+                out.push_str(&format!("  {}[\"{}<br/><i>{}</i>\"]\n", n.name, n.name, n.stage.kind()));
+            }
+            for n in &dag.nodes {
+                for e in &n.inputs {
+                    out.push_str(&format!("  {} -->|{}→{}| {}\n", e.from, e.from_port, e.port, n.name));
+                }
+            }
+        }
+        DagFormat::Dot => {
+            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n", dag.name));
+            for n in &dag.nodes {
+                out.push_str(&format!("  \"{}\" [shape=box, label=\"{}\\n{}\"];\n", n.name, n.name, n.stage.kind()));
+            }
+            for n in &dag.nodes {
+                for e in &n.inputs {
+                    out.push_str(&format!(
+                        "  \"{}\" -> \"{}\" [label=\"{}→{}\"];\n",
+                        e.from, n.name, e.from_port, e.port
+                    ));
+                }
+            }
+            out.push('}');
+        }
+    }
+    out
+}
