@@ -290,7 +290,8 @@ impl Engine {
                     .iter()
                     .any(|s| matches!(s, Some(StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled)));
                 if stopping || blocked {
-                    let reason = if stopping { "the run stopped" } else { "an input failed" };
+                    let input_failed = ups.iter().any(|s| matches!(s, Some(StageStatus::Failed)));
+                    let reason = if stopping && !input_failed { "the run stopped" } else { "an input failed" };
                     self.sink.event(&node.name, &StageEvent::Skipped { reason: reason.into() });
                     let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "skipped")?;
                     self.db.finish_stage(row, "skipped", 0.0, Some(reason), &serde_json::Value::Null)?;

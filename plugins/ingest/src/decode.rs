@@ -59,11 +59,13 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Strin
         return Err("unrecognised image format (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)".into());
     };
     let format_name = format!("{format:?}").to_lowercase();
+    // The JPEG decoder fills a cut-off scan with grey instead of failing; refuse such files.
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err("truncated jpeg: no end-of-image marker after the last scan".into());
+    }
     let mut reader = reader;
-    let mut limits = Limits::default();
-    // The decoder's own guard against huge allocations, beside the explicit pixel check below.
-    limits.max_alloc = Some(opts.max_pixels.saturating_mul(8));
-    reader.limits(limits);
+    // Headers first, without limits, so that an oversized image is refused with our own message.
+    reader.no_limits();
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| format!("corrupt {format_name}: {e}"))?;
@@ -75,6 +77,12 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Strin
             opts.max_pixels
         ));
     }
+    // The decoder's own guard against huge allocations (16-bit RGBA is 8 bytes a pixel).
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(opts.max_pixels.saturating_mul(8));
+    decoder
+        .set_limits(limits)
+        .map_err(|e| format!("{format_name}: {e}"))?;
     if pixels == 0 {
         return Err(format!("{format_name} has no pixels ({w}×{h})"));
     }
@@ -115,6 +123,16 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Strin
         pixel_height: ph,
         pixels,
     })
+}
+
+/// True when the JPEG's last scan is followed by an end-of-image marker. Scan data escapes 0xFF as
+/// `FF 00`, so `FF D9` after the last start-of-scan can only be the real end marker.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// Resizes grey pixels (IDX images) to fit `max_side`.
