@@ -621,3 +621,121 @@ stages:
     assert_eq!(status(&report, "slow"), StageStatus::Ok);
     assert_eq!(env.values(&fp(&plan, "slow"), "rows").await, [1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_panicking_stage_fails_cleanly() {
+    let env = Env::new();
+    let dag = env.dag(
+        "\
+name: panics
+stages:
+  boom:
+    kind: check
+    with: {panic: true}
+  after:
+    kind: square
+    inputs: {rows: boom}
+",
+    );
+    let plan = env.engine.plan(&dag).await.unwrap();
+    let report = env.engine.run(&dag, &opts(false)).await.unwrap();
+    assert_eq!(report.status, "failed");
+    assert_eq!(status(&report, "boom"), StageStatus::Failed);
+    let err = outcome(&report, "boom").error.clone().unwrap_or_default();
+    assert!(
+        err.contains("panicked") && err.contains("check was asked to panic"),
+        "{err}"
+    );
+    assert_eq!(status(&report, "after"), StageStatus::Skipped);
+    assert!(matches!(
+        env.store().check_cached(&fp(&plan, "boom")).await.unwrap(),
+        CacheState::Miss(Miss::NoManifest)
+    ));
+    let run = env.engine.db().run(report.run_id).unwrap().unwrap();
+    assert_eq!(run.status, "failed");
+}
+
+#[tokio::test]
+async fn a_stage_needing_more_gpus_than_the_machine_has_fails_without_running() {
+    let env = Env::new();
+    let dag = env.dag(
+        "\
+name: gpu
+stages:
+  big:
+    kind: numbers
+    with: {count: 3}
+    resources: {gpus: 1}
+",
+    );
+    let report = env.engine.run(&dag, &opts(false)).await.unwrap();
+    assert_eq!(status(&report, "big"), StageStatus::Failed);
+    let err = outcome(&report, "big").error.clone().unwrap_or_default();
+    assert!(err.contains("GPU"), "{err}");
+    assert_eq!(env.runs.count("big"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_leaves_alone_outputs_that_a_running_stage_is_writing() {
+    let env = Env::new();
+    let dag = env.dag(
+        "\
+name: busy
+stages:
+  slow:
+    kind: check
+    with: {delay_ms: 1500}
+",
+    );
+    let plan = env.engine.plan(&dag).await.unwrap();
+    let slow_fp = fp(&plan, "slow");
+    let shard = env.object_path(&slow_fp).join("rows/part-00000.parquet");
+    let o = opts(false);
+    let (report, gc) = tokio::join!(env.engine.run(&dag, &o), async {
+        // Wait until the stage has written its files (it commits 1.5 s later).
+        let t = Instant::now();
+        while !shard.is_file() {
+            assert!(t.elapsed() < Duration::from_secs(20), "the stage never wrote");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        env.engine.gc().await.unwrap()
+    });
+    assert_eq!(gc.in_use, [slow_fp.clone()]);
+    assert!(gc.removed.is_empty(), "{gc:?}");
+    let report = report.unwrap();
+    assert_eq!(status(&report, "slow"), StageStatus::Ok);
+    assert_eq!(env.values(&slow_fp, "rows").await, [1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runs_of_one_workflow_at_once_run_each_stage_once() {
+    let env = Env::new();
+    let other = Env::open_engine(&env.root());
+    let dag = env.dag(
+        "\
+name: twice
+stages:
+  slow:
+    kind: check
+    with: {delay_ms: 400}
+  sq:
+    kind: square
+    inputs: {rows: slow}
+",
+    );
+    let plan = env.engine.plan(&dag).await.unwrap();
+    let o = opts(false);
+    let (a, b) = tokio::join!(env.engine.run(&dag, &o), other.run(&dag, &o));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.succeeded() && b.succeeded(), "{a:?} {b:?}");
+    assert_eq!(env.runs.count("slow"), 1);
+    assert_eq!(env.runs.count("sq"), 1);
+    for s in ["slow", "sq"] {
+        let mut both = [status(&a, s), status(&b, s)];
+        both.sort_by_key(|st| format!("{st:?}"));
+        assert_eq!(both, [StageStatus::Cached, StageStatus::Ok], "{s}");
+    }
+    assert_eq!(env.values(&fp(&plan, "sq"), "rows").await, [1, 4, 9]);
+    // Both runs are in the one database.
+    assert_eq!(env.engine.db().runs(10).unwrap().len(), 2);
+}

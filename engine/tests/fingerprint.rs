@@ -411,3 +411,21 @@ async fn plan_explains_config_changes_and_keeps_the_rest_cached() {
     // 0² + … + 4² = 30.
     assert_eq!(env.values(&fp(&plan, "total"), "rows").await, [30]);
 }
+
+#[tokio::test]
+async fn unreadable_extra_input_fails_the_plan_naming_the_stage() {
+    let env = Env::new();
+    let missing = env.root().join("not-there.txt");
+    let dag = env.dag(&format!(
+        "name: extras\nstages:\n  src:\n    kind: lines\n    with: {{path: '{}'}}\n",
+        missing.display()
+    ));
+    let e = env.engine.plan(&dag).await.unwrap_err();
+    match &e {
+        dinoflow_engine::EngineError::Stage { stage, .. } => assert_eq!(stage, "src"),
+        other => panic!("expected a stage error, got {other:?}"),
+    }
+    assert!(e.to_string().starts_with("stage `src`: "), "{e}");
+    assert!(env.engine.run(&dag, &opts(false)).await.is_err());
+    assert_eq!(env.runs.total(), 0);
+}

@@ -299,8 +299,9 @@ impl Stage for Blob {
 // ---------------------------------------------------------------------------------------------
 // check: passes its (optional) input through, or fails on demand after writing a partial shard.
 
-/// `check`: copies `rows` (or nothing) to `rows`; with `fail: true` it writes a shard and then fails,
-/// like a stage that crashes half-way.
+/// `check`: copies `rows` (or `[1, 2, 3]` when unconnected) to `rows`; with `fail: true` it writes
+/// a shard and then fails, like a stage that crashes half-way. `delay_ms` keeps it running after
+/// its files are written (but before the engine commits them).
 pub struct Check {
     pub runs: Runs,
 }
@@ -311,7 +312,10 @@ pub struct CheckConfig {
     /// Fail after writing part of the output.
     #[serde(default)]
     pub fail: bool,
-    /// Sleep this long before doing anything.
+    /// Panic instead of returning an error.
+    #[serde(default)]
+    pub panic: bool,
+    /// Sleep this long after writing the output, before returning.
     #[serde(default)]
     pub delay_ms: u64,
 }
@@ -336,13 +340,12 @@ impl Stage for Check {
     }
     async fn run(&self, config: &CheckConfig, ctx: &StageContext) -> Result<(), StageError> {
         self.runs.record(&ctx.stage);
-        tokio::time::sleep(std::time::Duration::from_millis(config.delay_ms)).await;
         let values = if ctx.input("rows").is_some() {
             input_values(ctx, "rows").await?
         } else {
             vec![1, 2, 3]
         };
-        if config.fail {
+        if config.fail || config.panic {
             // Leave a real shard behind, as a stage that dies mid-way would.
             let mut w = writer(ctx, "rows", None);
             let batch = RecordBatch::try_new(
@@ -352,11 +355,19 @@ impl Stage for Check {
             .map_err(StageError::failed)?;
             w.write(&batch).await?;
             w.finish().await?;
+        } else {
+            write_numbers(ctx, "rows", &values, None).await?;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(config.delay_ms)).await;
+        if config.panic {
+            panic!("check was asked to panic");
+        }
+        if config.fail {
             return Err(StageError::failed(std::io::Error::other(
                 "check was asked to fail",
             )));
         }
-        write_numbers(ctx, "rows", &values, None).await
+        Ok(())
     }
 }
 

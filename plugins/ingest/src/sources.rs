@@ -80,8 +80,9 @@ pub async fn list_folder(
         .transpose()
         .map_err(|e| source_err(url, format!("invalid glob: {e}")))?;
     let options = glob::MatchOptions {
+        case_sensitive: true,
         require_literal_separator: true,
-        ..Default::default()
+        require_literal_leading_dot: false,
     };
     let files: Vec<Listed> = store
         .list("")

@@ -1,0 +1,39 @@
+//! Helpers for tests that drive the `dinoflow` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `dinoflow` command run from the repository root.
+pub fn dinoflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dinoflow"));
+    c.current_dir(repo_root());
+    c
+}
+
+/// Runs `dinoflow ARGS` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    dinoflow().args(args).output().expect("dinoflow runs")
+}
+
+/// Writes `yaml` to `dir/name` and returns the path as a string.
+pub fn write_workflow(dir: &Path, name: &str, yaml: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, yaml).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Stdout as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
