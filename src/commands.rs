@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use dinoflow_engine::{
-    Dag, Engine, EngineError, PlanState, Registry, Resources, RunOptions, Silent,
-    workflow_schema,
+    Dag, Engine, EngineError, PlanState, Registry, Resources, RunOptions, Silent, workflow_schema,
 };
 use dinoflow_storage::{CacheState, Store};
 
@@ -80,7 +79,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             gpus,
         } => {
             if executor == Executor::Slurm {
-                bail!("the slurm executor is not available in this build yet; use --executor local");
+                bail!(
+                    "the slurm executor is not available in this build yet; use --executor local"
+                );
             }
             let dag = Dag::load(&workflow, &registry)?;
             let engine = open_engine(&store_for(&dag, store), json)?;
@@ -93,9 +94,13 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&report)?;
             } else {
-                println!("run {} {} in {:.2}s", report.run_id, report.status, report.seconds);
+                println!(
+                    "run {} {} in {:.2}s",
+                    report.run_id, report.status, report.seconds
+                );
                 for s in &report.stages {
-                    let rows: Vec<String> = s.rows.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let rows: Vec<String> =
+                        s.rows.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     println!(
                         "  {:<20} {:<9} {:>8.2}s  {}",
                         s.name,
@@ -118,7 +123,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     match &p.state {
                         PlanState::Cached => println!("  cached  {:<20} {}", p.name, p.fingerprint),
                         PlanState::Run { reasons } => {
-                            println!("     run  {:<20} {} ({})", p.name, p.fingerprint, reasons.join("; "))
+                            println!(
+                                "     run  {:<20} {} ({})",
+                                p.name,
+                                p.fingerprint,
+                                reasons.join("; ")
+                            )
                         }
                     }
                 }
@@ -177,15 +187,24 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
     let engine = open_engine(store_url, true)?;
     let db = engine.db();
     if let Ok(id) = target.parse::<i64>() {
-        let run = db
-            .run(id)?
-            .ok_or_else(|| EngineError::NotFound(format!("no run {id} in {store_url}; `dinoflow runs` lists them")))?;
+        let run = db.run(id)?.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "no run {id} in {store_url}; `dinoflow runs` lists them"
+            ))
+        })?;
         let stages = db.stages_of_run(id)?;
         if json {
             print_json(&serde_json::json!({ "run": run, "stages": stages }))?;
         } else {
-            println!("run {} of {} ({}): {}", run.id, run.workflow, run.file, run.status);
-            println!("  started {}  finished {}", run.started, run.finished.unwrap_or_default());
+            println!(
+                "run {} of {} ({}): {}",
+                run.id, run.workflow, run.file, run.status
+            );
+            println!(
+                "  started {}  finished {}",
+                run.started,
+                run.finished.unwrap_or_default()
+            );
             if let Some(e) = run.error {
                 println!("  error: {e}");
             }
@@ -198,7 +217,11 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
                     s.fingerprint,
                     s.kind,
                     s.version,
-                    if s.metrics.is_null() { String::new() } else { s.metrics.to_string() }
+                    if s.metrics.is_null() {
+                        String::new()
+                    } else {
+                        s.metrics.to_string()
+                    }
                 );
             }
         }
@@ -220,7 +243,13 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
     }
     println!("stage {target} ({}@{})", last.kind, last.version);
     for s in &history {
-        println!("  run {:>4}  {:<9} {:>8.2}s  {}", s.run_id, s.status, s.seconds.unwrap_or(0.0), s.fingerprint);
+        println!(
+            "  run {:>4}  {:<9} {:>8.2}s  {}",
+            s.run_id,
+            s.status,
+            s.seconds.unwrap_or(0.0),
+            s.fingerprint
+        );
     }
     match manifest {
         Some(m) => {
@@ -236,7 +265,9 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
                 );
             }
         }
-        None => println!("outputs of the last run are not in the store (removed or never committed)"),
+        None => {
+            println!("outputs of the last run are not in the store (removed or never committed)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -259,10 +290,17 @@ fn stages(registry: &Registry, kind: Option<&str>, json: bool) -> Result<ExitCod
     if let Some(want) = kind
         && list.is_empty()
     {
-        bail!("unknown stage kind `{want}`; known kinds: {}", registry.names().join(", "));
+        bail!(
+            "unknown stage kind `{want}`; known kinds: {}",
+            registry.names().join(", ")
+        );
     }
     if json || kind.is_some() {
-        print_json(&if kind.is_some() { list[0].clone() } else { serde_json::Value::Array(list) })?;
+        print_json(&if kind.is_some() {
+            list[0].clone()
+        } else {
+            serde_json::Value::Array(list)
+        })?;
     } else {
         for k in registry.kinds() {
             println!("{:<12} {:<8} {}", k.kind(), k.version(), k.description());
@@ -277,18 +315,31 @@ fn render_dag(dag: &Dag, format: DagFormat) -> String {
         DagFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for n in &dag.nodes {
-                out.push_str(&format!("  {}[\"{}<br/><i>{}</i>\"]\n", n.name, n.name, n.stage.kind()));
+                out.push_str(&format!(
+                    "  {}[\"{}<br/><i>{}</i>\"]\n",
+                    n.name,
+                    n.name,
+                    n.stage.kind()
+                ));
             }
             for n in &dag.nodes {
                 for e in &n.inputs {
-                    out.push_str(&format!("  {} -->|{}→{}| {}\n", e.from, e.from_port, e.port, n.name));
+                    out.push_str(&format!(
+                        "  {} -->|{}→{}| {}\n",
+                        e.from, e.from_port, e.port, n.name
+                    ));
                 }
             }
         }
         DagFormat::Dot => {
             out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n", dag.name));
             for n in &dag.nodes {
-                out.push_str(&format!("  \"{}\" [shape=box, label=\"{}\\n{}\"];\n", n.name, n.name, n.stage.kind()));
+                out.push_str(&format!(
+                    "  \"{}\" [shape=box, label=\"{}\\n{}\"];\n",
+                    n.name,
+                    n.name,
+                    n.stage.kind()
+                ));
             }
             for n in &dag.nodes {
                 for e in &n.inputs {

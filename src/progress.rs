@@ -70,8 +70,10 @@ impl ProgressSink for Bars {
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n).with_style(bar_style()),
             None => indicatif::ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{prefix:>16.bold} {spinner} {human_pos} {msg} {per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{prefix:>16.bold} {spinner} {human_pos} {msg} {per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         };
         let bar = self.multi.add(bar);
@@ -91,7 +93,9 @@ impl ProgressSink for Bars {
             StageEvent::Done { seconds } => format!("    done  {stage} in {seconds:.2}s"),
             StageEvent::Failed { error } => format!("  FAILED  {stage}: {error}"),
             StageEvent::Skipped { reason } => format!(" skipped  {stage} ({reason})"),
-            StageEvent::Waiting => format!(" waiting  {stage}: another process is writing the same outputs"),
+            StageEvent::Waiting => {
+                format!(" waiting  {stage}: another process is writing the same outputs")
+            }
         };
         if matches!(event, StageEvent::Done { .. } | StageEvent::Failed { .. })
             && let Ok(mut bars) = self.bars.lock()

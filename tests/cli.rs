@@ -21,12 +21,20 @@ fn invalid_workflow_exits_2_with_file_line_column() {
         "bad.yaml",
         "name: x\nstages:\n  a:\n    kind: ingest\n    with:\n      source: {idx: {images: x}}\n      max_sid: 3\n",
     );
-    let out = run(&["run", &wf, "--store", dir.path().join("s").to_str().unwrap()]);
+    let out = run(&[
+        "run",
+        &wf,
+        "--store",
+        dir.path().join("s").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{wf}:7:7:")), "{err}");
     assert!(err.contains("unknown field `max_sid`"), "{err}");
-    assert!(err.contains("max_side"), "the valid fields are listed: {err}");
+    assert!(
+        err.contains("max_side"),
+        "the valid fields are listed: {err}"
+    );
 
     let out = run(&["plan", dir.path().join("missing.yaml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -42,7 +50,11 @@ fn run_then_everything_is_cached_and_plan_says_why_things_rerun() {
     let wf = write_workflow(dir.path(), "wf.yaml", &workflow(300));
 
     let out = run(&["--json", "run", &wf, "--store", store]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json(&out);
     let stages = report["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 2);
@@ -60,10 +72,22 @@ fn run_then_everything_is_cached_and_plan_says_why_things_rerun() {
 
     let out = run(&["--json", "run", &wf, "--store", store]);
     assert!(out.status.success());
-    assert!(json(&out)["stages"].as_array().unwrap().iter().all(|s| s["status"] == "cached"));
+    assert!(
+        json(&out)["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "cached")
+    );
 
     let plan = json(&run(&["--json", "plan", &wf, "--store", store]));
-    assert!(plan.as_array().unwrap().iter().all(|s| s["state"] == "cached"), "{plan}");
+    assert!(
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "cached"),
+        "{plan}"
+    );
 
     // Change one stage's config: only that stage runs, and plan says which field changed.
     let wf2 = write_workflow(dir.path(), "wf.yaml", &workflow(200));
@@ -88,7 +112,12 @@ fn run_then_everything_is_cached_and_plan_says_why_things_rerun() {
 #[test]
 fn stages_dag_and_schema_describe_the_workflow() {
     let stages = json(&run(&["--json", "stages"]));
-    let ingest = stages.as_array().unwrap().iter().find(|k| k["kind"] == "ingest").unwrap();
+    let ingest = stages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "ingest")
+        .unwrap();
     assert_eq!(ingest["outputs"][0]["name"], "images");
     assert!(ingest["config"]["properties"]["max_side"].is_object());
 
@@ -97,13 +126,20 @@ fn stages_dag_and_schema_describe_the_workflow() {
     let out = run(&["dag", &wf, "--format", "mermaid"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("flowchart LR"), "{text}");
-    assert!(text.contains("test_set[") && text.contains("photos["), "{text}");
+    assert!(
+        text.contains("test_set[") && text.contains("photos["),
+        "{text}"
+    );
     let out = run(&["dag", &wf, "--format", "dot"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("digraph"));
 
     let schema = json(&run(&["schema"]));
     let variants = schema["$defs"]["StageSpec"]["oneOf"].as_array().unwrap();
-    assert!(variants.iter().any(|v| v["properties"]["kind"]["enum"][0] == "ingest"));
+    assert!(
+        variants
+            .iter()
+            .any(|v| v["properties"]["kind"]["enum"][0] == "ingest")
+    );
 }
 
 #[test]
@@ -111,15 +147,28 @@ fn gc_removes_only_uncommitted_output_folders() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let wf = write_workflow(dir.path(), "wf.yaml", &workflow(50));
-    assert!(run(&["run", &wf, "--store", store.to_str().unwrap()]).status.success());
+    assert!(
+        run(&["run", &wf, "--store", store.to_str().unwrap()])
+            .status
+            .success()
+    );
     // A crashed run leaves a folder with shards but no manifest.
     let junk = store.join("objects/0123456789abcdef0123456789abcdef/images");
     std::fs::create_dir_all(&junk).unwrap();
     std::fs::write(junk.join("part-00000.parquet"), vec![0u8; 1000]).unwrap();
     let report = json(&run(&["--json", "gc", "--store", store.to_str().unwrap()]));
-    assert_eq!(report["removed"], serde_json::json!(["0123456789abcdef0123456789abcdef"]));
+    assert_eq!(
+        report["removed"],
+        serde_json::json!(["0123456789abcdef0123456789abcdef"])
+    );
     assert_eq!(report["bytes"], 1000);
     assert!(!junk.exists());
     let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-    assert!(json(&out)["stages"].as_array().unwrap().iter().all(|s| s["status"] == "cached"));
+    assert!(
+        json(&out)["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "cached")
+    );
 }

@@ -77,7 +77,11 @@ impl Dag {
                 };
                 wf.error(
                     &at,
-                    format!("stage `{name}` ({}): invalid config{field}: {}", stage.kind(), e.message),
+                    format!(
+                        "stage `{name}` ({}): invalid config{field}: {}",
+                        stage.kind(),
+                        e.message
+                    ),
                     Some(format!(
                         "`dinoflow stages {}` shows this kind's config fields",
                         stage.kind()
@@ -158,7 +162,10 @@ fn resolve_kind(
             return Err(wf.error(
                 &at,
                 format!("stage `{name}`: `{kind}` is pinned, but this dinoflow has {base} {have}"),
-                Some(format!("change the pin to `{base}@{}` or use a dinoflow with {base} {pin}", have.major)),
+                Some(format!(
+                    "change the pin to `{base}@{}` or use a dinoflow with {base} {pin}",
+                    have.major
+                )),
             ));
         }
     }
@@ -181,7 +188,10 @@ fn connect(
             let valid: Vec<_> = ports.iter().map(|p| p.name).collect();
             return Err(wf.error(
                 &at,
-                format!("stage `{name}` ({}) has no input port `{port}`", node.stage.kind()),
+                format!(
+                    "stage `{name}` ({}) has no input port `{port}`",
+                    node.stage.kind()
+                ),
                 Some(if valid.is_empty() {
                     format!("{} takes no inputs; remove `inputs:`", node.stage.kind())
                 } else {
@@ -250,7 +260,11 @@ fn connect(
         if !spec.inputs.contains_key(p.name) {
             return Err(wf.error(
                 &format!("stages.{name}"),
-                format!("stage `{name}` ({}): required input `{}` is not connected", node.stage.kind(), p.name),
+                format!(
+                    "stage `{name}` ({}): required input `{}` is not connected",
+                    node.stage.kind(),
+                    p.name
+                ),
                 Some(format!("add `inputs: {{{}: <stage>}}` ({})", p.name, p.ty)),
             ));
         }
@@ -304,7 +318,11 @@ fn topological_order(
             let mut stack = Vec::new();
             if let Err(cycle) = visit(i, nodes, index, &mut marks, &mut stack, &mut order) {
                 // The stack runs consumer → producer; show data flow order instead.
-                let names: Vec<&str> = cycle.iter().rev().map(|&k| nodes[k].name.as_str()).collect();
+                let names: Vec<&str> = cycle
+                    .iter()
+                    .rev()
+                    .map(|&k| nodes[k].name.as_str())
+                    .collect();
                 return Err(wf.error(
                     &format!("stages.{}.inputs", names[1]),
                     format!("the workflow has a cycle: {}", names.join(" → ")),

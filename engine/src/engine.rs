@@ -183,7 +183,10 @@ impl Engine {
             let mut upstream_runs = Vec::new();
             for e in &node.inputs {
                 let up = &planned[by_name[e.from.as_str()]];
-                inputs.insert(e.port.clone(), format!("{}/{}", up.fingerprint, e.from_port));
+                inputs.insert(
+                    e.port.clone(),
+                    format!("{}/{}", up.fingerprint, e.from_port),
+                );
                 if matches!(up.state, PlanState::Run { .. }) {
                     upstream_runs.push(e.from.clone());
                 }
@@ -194,7 +197,7 @@ impl Engine {
                 .await
                 .map_err(|source| EngineError::Stage {
                     stage: node.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let parts = FingerprintParts {
                 kind: node.stage.kind().to_string(),
@@ -250,9 +253,7 @@ impl Engine {
     pub async fn run(&self, dag: &Dag, opts: &RunOptions) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let plan = self.plan(dag).await?;
-        let run_id = self
-            .db
-            .start_run(&dag.name, &dag.file, self.store.url())?;
+        let run_id = self.db.start_run(&dag.name, &dag.file, self.store.url())?;
         let mut status: Vec<Option<StageStatus>> = vec![None; dag.nodes.len()];
         let mut outcomes: Vec<Option<StageOutcome>> = vec![None; dag.nodes.len()];
         let mut manifests: HashMap<String, Manifest> = HashMap::new();
@@ -264,8 +265,7 @@ impl Engine {
             .collect();
         let mut free = opts.limits;
         let mut running: HashMap<usize, (Resources, i64)> = HashMap::new();
-        let mut tasks: JoinSet<(usize, f64, Result<(Manifest, bool, serde_json::Value), String>)> =
-            JoinSet::new();
+        let mut tasks: JoinSet<(usize, f64, Result<StageResult, String>)> = JoinSet::new();
         let mut stopping = false;
         let mut cancelled = false;
         let ctrl_c = async {
@@ -284,28 +284,72 @@ impl Engine {
                     continue;
                 }
                 let p = &plan[i];
-                let ups: Vec<Option<StageStatus>> =
-                    node.inputs.iter().map(|e| status[index[e.from.as_str()]]).collect();
-                let blocked = ups
+                let ups: Vec<Option<StageStatus>> = node
+                    .inputs
                     .iter()
-                    .any(|s| matches!(s, Some(StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled)));
+                    .map(|e| status[index[e.from.as_str()]])
+                    .collect();
+                let blocked = ups.iter().any(|s| {
+                    matches!(
+                        s,
+                        Some(StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled)
+                    )
+                });
                 if stopping || blocked {
                     let input_failed = ups.iter().any(|s| matches!(s, Some(StageStatus::Failed)));
-                    let reason = if stopping && !input_failed { "the run stopped" } else { "an input failed" };
-                    self.sink.event(&node.name, &StageEvent::Skipped { reason: reason.into() });
-                    let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "skipped")?;
-                    self.db.finish_stage(row, "skipped", 0.0, Some(reason), &serde_json::Value::Null)?;
+                    let reason = if stopping && !input_failed {
+                        "the run stopped"
+                    } else {
+                        "an input failed"
+                    };
+                    self.sink.event(
+                        &node.name,
+                        &StageEvent::Skipped {
+                            reason: reason.into(),
+                        },
+                    );
+                    let row = self.db.start_stage(
+                        run_id,
+                        &node.name,
+                        &p.fingerprint,
+                        &p.parts,
+                        "skipped",
+                    )?;
+                    self.db.finish_stage(
+                        row,
+                        "skipped",
+                        0.0,
+                        Some(reason),
+                        &serde_json::Value::Null,
+                    )?;
                     status[i] = Some(StageStatus::Skipped);
-                    outcomes[i] = Some(outcome(node, p, StageStatus::Skipped, 0.0, Some(reason.into()), None));
+                    outcomes[i] = Some(outcome(
+                        node,
+                        p,
+                        StageStatus::Skipped,
+                        0.0,
+                        Some(reason.into()),
+                        None,
+                    ));
                     continue;
                 }
-                if !ups.iter().all(|s| matches!(s, Some(StageStatus::Ok | StageStatus::Cached))) {
+                if !ups
+                    .iter()
+                    .all(|s| matches!(s, Some(StageStatus::Ok | StageStatus::Cached)))
+                {
                     continue;
                 }
                 if let Some(m) = &p.manifest {
                     self.sink.event(&node.name, &StageEvent::Cached);
-                    let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "cached")?;
-                    self.db.finish_stage(row, "cached", 0.0, None, &serde_json::Value::Null)?;
+                    let row = self.db.start_stage(
+                        run_id,
+                        &node.name,
+                        &p.fingerprint,
+                        &p.parts,
+                        "cached",
+                    )?;
+                    self.db
+                        .finish_stage(row, "cached", 0.0, None, &serde_json::Value::Null)?;
                     status[i] = Some(StageStatus::Cached);
                     outcomes[i] = Some(outcome(node, p, StageStatus::Cached, 0.0, None, Some(m)));
                     manifests.insert(node.name.clone(), m.clone());
@@ -317,9 +361,22 @@ impl Engine {
                         "needs {} GPU(s) but {} are available; set `resources.gpus` or run on a GPU machine",
                         need.gpus, opts.limits.gpus
                     );
-                    self.sink.event(&node.name, &StageEvent::Failed { error: msg.clone() });
-                    let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "failed")?;
-                    self.db.finish_stage(row, "failed", 0.0, Some(&msg), &serde_json::Value::Null)?;
+                    self.sink
+                        .event(&node.name, &StageEvent::Failed { error: msg.clone() });
+                    let row = self.db.start_stage(
+                        run_id,
+                        &node.name,
+                        &p.fingerprint,
+                        &p.parts,
+                        "failed",
+                    )?;
+                    self.db.finish_stage(
+                        row,
+                        "failed",
+                        0.0,
+                        Some(&msg),
+                        &serde_json::Value::Null,
+                    )?;
                     status[i] = Some(StageStatus::Failed);
                     outcomes[i] = Some(outcome(node, p, StageStatus::Failed, 0.0, Some(msg), None));
                     stopping |= !opts.keep_going;
@@ -329,7 +386,9 @@ impl Engine {
                     continue;
                 }
                 free = sub(free, need);
-                let row = self.db.start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "running")?;
+                let row =
+                    self.db
+                        .start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "running")?;
                 running.insert(i, (need, row));
                 let inputs: BTreeMap<String, InputRef> = node
                     .inputs
@@ -360,7 +419,9 @@ impl Engine {
                     let r = AssertUnwindSafe(job.execute())
                         .catch_unwind()
                         .await
-                        .unwrap_or_else(|panic| Err(format!("the stage panicked: {}", panic_message(&*panic))));
+                        .unwrap_or_else(|panic| {
+                            Err(format!("the stage panicked: {}", panic_message(&*panic)))
+                        });
                     (i, t.elapsed().as_secs_f64(), r)
                 });
             }
@@ -407,20 +468,48 @@ impl Engine {
             if stopping && tasks.is_empty() {
                 for (i, (_, row)) in running.drain() {
                     let node = &dag.nodes[i];
-                    self.sink.event(&node.name, &StageEvent::Skipped { reason: "cancelled".into() });
-                    self.db.finish_stage(row, "cancelled", 0.0, Some("cancelled"), &serde_json::Value::Null)?;
+                    self.sink.event(
+                        &node.name,
+                        &StageEvent::Skipped {
+                            reason: "cancelled".into(),
+                        },
+                    );
+                    self.db.finish_stage(
+                        row,
+                        "cancelled",
+                        0.0,
+                        Some("cancelled"),
+                        &serde_json::Value::Null,
+                    )?;
                     status[i] = Some(StageStatus::Cancelled);
-                    outcomes[i] = Some(outcome(node, &plan[i], StageStatus::Cancelled, 0.0, Some("cancelled".into()), None));
+                    outcomes[i] = Some(outcome(
+                        node,
+                        &plan[i],
+                        StageStatus::Cancelled,
+                        0.0,
+                        Some("cancelled".into()),
+                        None,
+                    ));
                 }
             }
         }
 
         let stages: Vec<StageOutcome> = outcomes.into_iter().flatten().collect();
-        let failed: Vec<&StageOutcome> = stages.iter().filter(|s| s.status == StageStatus::Failed).collect();
+        let failed: Vec<&StageOutcome> = stages
+            .iter()
+            .filter(|s| s.status == StageStatus::Failed)
+            .collect();
         let (run_status, error) = if cancelled {
             ("cancelled", Some("cancelled by the user".to_string()))
         } else if let Some(first) = failed.first() {
-            ("failed", Some(format!("stage `{}`: {}", first.name, first.error.clone().unwrap_or_default())))
+            (
+                "failed",
+                Some(format!(
+                    "stage `{}`: {}",
+                    first.name,
+                    first.error.clone().unwrap_or_default()
+                )),
+            )
         } else {
             ("ok", None)
         };
@@ -463,6 +552,10 @@ impl Engine {
     }
 }
 
+/// What a finished stage job hands back: its manifest, whether it was reused from another
+/// process's commit, and its metrics.
+type StageResult = (Manifest, bool, serde_json::Value);
+
 /// Everything a spawned stage needs, owned.
 struct StageJob {
     node: Node,
@@ -477,7 +570,7 @@ struct StageJob {
 impl StageJob {
     /// Locks the fingerprint, reuses a result another process committed meanwhile, or runs the stage
     /// and commits its outputs manifest-last. Returns the manifest, whether it was reused, and metrics.
-    async fn execute(self) -> Result<(Manifest, bool, serde_json::Value), String> {
+    async fn execute(self) -> Result<StageResult, String> {
         let name = self.node.name.clone();
         let sink = Arc::clone(&self.sink);
         let _lock = lock::lock(&self.locks, &self.fingerprint, || {
@@ -485,7 +578,12 @@ impl StageJob {
         })
         .await
         .map_err(|e| e.to_string())?;
-        if let CacheState::Hit(m) = self.store.check_cached(&self.fingerprint).await.map_err(|e| e.to_string())? {
+        if let CacheState::Hit(m) = self
+            .store
+            .check_cached(&self.fingerprint)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Ok((m, true, serde_json::Value::Null));
         }
         // Files left by a run that crashed before its commit.

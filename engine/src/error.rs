@@ -59,7 +59,7 @@ pub enum EngineError {
         stage: String,
         /// What went wrong.
         #[source]
-        source: StageError,
+        source: Box<StageError>,
     },
     /// The run was cancelled (Ctrl-C).
     #[error("cancelled")]
@@ -74,7 +74,7 @@ pub enum EngineError {
         path: String,
         /// The SQLite error.
         #[source]
-        source: rusqlite::Error,
+        source: Box<rusqlite::Error>,
     },
     /// Local I/O (state folder, locks) failed.
     #[error("{path}: {source}")]

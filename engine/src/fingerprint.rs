@@ -51,7 +51,11 @@ impl FingerprintParts {
                 None => why.push(format!("input `{port}` added")),
             }
         }
-        for port in before.inputs.keys().filter(|p| !self.inputs.contains_key(*p)) {
+        for port in before
+            .inputs
+            .keys()
+            .filter(|p| !self.inputs.contains_key(*p))
+        {
             why.push(format!("input `{port}` removed"));
         }
         for (name, now) in &self.extras {
@@ -103,7 +107,11 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
             keys.sort();
             keys.dedup();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (x.get(k), y.get(k)) {
                     (Some(va), Some(vb)) => diff_values(&p, va, vb, out),
                     (None, Some(vb)) => out.push(format!("{p} = {vb} (new)")),

@@ -73,7 +73,9 @@ enum Frame {
         key: Option<String>,
         seen: HashSet<String>,
     },
-    Seq { index: usize },
+    Seq {
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -163,8 +165,14 @@ mod tests {
         let p = Positions::index(src);
         assert_eq!(p.find("name"), Position { line: 1, column: 1 });
         assert_eq!(p.find("stages.a.kind"), Position { line: 4, column: 5 });
-        assert_eq!(p.find("stages.a.with.max_side"), Position { line: 6, column: 7 });
+        assert_eq!(
+            p.find("stages.a.with.max_side"),
+            Position { line: 6, column: 7 }
+        );
         assert_eq!(p.find("stages.b.kind"), Position { line: 8, column: 5 });
-        assert_eq!(p.find("stages.b.with.nothing"), Position { line: 7, column: 3 });
+        assert_eq!(
+            p.find("stages.b.with.nothing"),
+            Position { line: 7, column: 3 }
+        );
     }
 }

@@ -77,7 +77,7 @@ impl RunDb {
         }
         let db_err = |e| EngineError::Database {
             path: path.display().to_string(),
-            source: e,
+            source: Box::new(e),
         };
         let conn = Connection::open(path).map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
@@ -104,11 +104,14 @@ impl RunDb {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, EngineError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, EngineError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn).map_err(|e| EngineError::Database {
             path: self.path.display().to_string(),
-            source: e,
+            source: Box::new(e),
         })
     }
 
@@ -124,7 +127,12 @@ impl RunDb {
     }
 
     /// Records the end of a run.
-    pub fn finish_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<(), EngineError> {
+    pub fn finish_run(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), EngineError> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET finished = ?2, status = ?3, error = ?4 WHERE id = ?1",
@@ -173,7 +181,11 @@ impl RunDb {
     }
 
     /// The fingerprint parts of the last successful (ok or cached) run of `stage` in `workflow`.
-    pub fn last_parts(&self, workflow: &str, stage: &str) -> Result<Option<FingerprintParts>, EngineError> {
+    pub fn last_parts(
+        &self,
+        workflow: &str,
+        stage: &str,
+    ) -> Result<Option<FingerprintParts>, EngineError> {
         let json: Option<String> = self.with(|c| {
             c.query_row(
                 "SELECT s.parts FROM stage_runs s JOIN runs r ON r.id = s.run_id
@@ -211,11 +223,18 @@ impl RunDb {
 
     /// One run.
     pub fn run(&self, id: i64) -> Result<Option<RunRow>, EngineError> {
-        Ok(self.runs(i64::MAX as usize)?.into_iter().find(|r| r.id == id))
+        Ok(self
+            .runs(i64::MAX as usize)?
+            .into_iter()
+            .find(|r| r.id == id))
     }
 
     /// Stage runs matching `filter` (`run_id = ?` or `stage = ?`), newest last.
-    fn stage_rows(&self, filter: &str, value: &dyn rusqlite::ToSql) -> Result<Vec<StageRunRow>, EngineError> {
+    fn stage_rows(
+        &self,
+        filter: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<Vec<StageRunRow>, EngineError> {
         let sql = format!(
             "SELECT run_id, stage, kind, version, fingerprint, status, started, seconds, error, metrics
              FROM stage_runs WHERE {filter} = ?1 ORDER BY id"

@@ -314,7 +314,11 @@ impl StageContext {
     }
 
     /// Uploads the last shard of `writer` and records the dataset as output `port`.
-    pub async fn finish_dataset(&self, port: &str, writer: DatasetWriter) -> Result<(), StageError> {
+    pub async fn finish_dataset(
+        &self,
+        port: &str,
+        writer: DatasetWriter,
+    ) -> Result<(), StageError> {
         let out = writer.finish().await?;
         self.set_output(port, out);
         Ok(())

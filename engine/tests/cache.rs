@@ -74,10 +74,7 @@ async fn first_run_writes_correct_data_and_second_run_is_fully_cached() {
         env.values(&fp(&plan, "squares"), "rows").await,
         chain_squares()
     );
-    assert_eq!(
-        env.values(&fp(&plan, "total"), "rows").await,
-        [CHAIN_TOTAL]
-    );
+    assert_eq!(env.values(&fp(&plan, "total"), "rows").await, [CHAIN_TOTAL]);
     assert_eq!(
         chain_squares().iter().sum::<i64>(),
         CHAIN_TOTAL,
@@ -92,7 +89,11 @@ async fn first_run_writes_correct_data_and_second_run_is_fully_cached() {
     let shard_rows: Vec<Option<u64>> = rows.files.iter().map(|f| f.rows).collect();
     assert_eq!(shard_rows, [Some(4); 5]);
     let squares = env.manifest(&fp(&plan, "squares")).await;
-    let shard_rows: Vec<Option<u64>> = squares.outputs["rows"].files.iter().map(|f| f.rows).collect();
+    let shard_rows: Vec<Option<u64>> = squares.outputs["rows"]
+        .files
+        .iter()
+        .map(|f| f.rows)
+        .collect();
     assert_eq!(shard_rows, [Some(6), Some(6), Some(6), Some(2)]);
     for f in &squares.outputs["rows"].files {
         let on_disk = env.object_path(&fp(&plan, "squares")).join(&f.path);
@@ -153,7 +154,10 @@ async fn first_run_writes_correct_data_and_second_run_is_fully_cached() {
     assert_eq!(rows[2].metrics, serde_json::json!({"rows": 1}));
     assert_eq!(rows[0].kind, "numbers");
     assert_eq!(rows[0].version, "1.2.0");
-    assert!(rows.iter().all(|r| r.seconds.is_some() && r.error.is_none()));
+    assert!(
+        rows.iter()
+            .all(|r| r.seconds.is_some() && r.error.is_none())
+    );
     let cached: Vec<(String, String)> = db
         .stages_of_run(second.run_id)
         .unwrap()
@@ -175,7 +179,13 @@ async fn first_run_writes_correct_data_and_second_run_is_fully_cached() {
 async fn cache_survives_reopening_the_engine_and_losing_the_database() {
     let env = Env::new();
     let dag = env.dag(CHAIN);
-    assert!(env.engine.run(&dag, &opts(false)).await.unwrap().succeeded());
+    assert!(
+        env.engine
+            .run(&dag, &opts(false))
+            .await
+            .unwrap()
+            .succeeded()
+    );
 
     // A new engine on the same folder: still cached.
     let again = Env::open_engine(&env.root());
@@ -205,7 +215,13 @@ async fn deleted_shard_reruns_exactly_that_stage() {
     let env = Env::new();
     let dag = env.dag(CHAIN);
     let plan = env.engine.plan(&dag).await.unwrap();
-    assert!(env.engine.run(&dag, &opts(false)).await.unwrap().succeeded());
+    assert!(
+        env.engine
+            .run(&dag, &opts(false))
+            .await
+            .unwrap()
+            .succeeded()
+    );
 
     let squares_fp = fp(&plan, "squares");
     let shard = env
@@ -217,7 +233,10 @@ async fn deleted_shard_reruns_exactly_that_stage() {
 
     let plan2 = env.engine.plan(&dag).await.unwrap();
     assert!(is_cached(&plan2, "nums"));
-    assert!(is_cached(&plan2, "total"), "fingerprints do not depend on the files");
+    assert!(
+        is_cached(&plan2, "total"),
+        "fingerprints do not depend on the files"
+    );
     let why = reasons(&plan2, "squares");
     assert_eq!(why.len(), 1, "{why:?}");
     assert!(
@@ -252,7 +271,13 @@ async fn truncated_shard_is_a_miss() {
     let env = Env::new();
     let dag = env.dag(CHAIN);
     let plan = env.engine.plan(&dag).await.unwrap();
-    assert!(env.engine.run(&dag, &opts(false)).await.unwrap().succeeded());
+    assert!(
+        env.engine
+            .run(&dag, &opts(false))
+            .await
+            .unwrap()
+            .succeeded()
+    );
 
     let nums_fp = fp(&plan, "nums");
     let shard = env.object_path(&nums_fp).join("rows/part-00000.parquet");
@@ -301,9 +326,19 @@ async fn unreadable_manifest_is_a_miss() {
     let env = Env::new();
     let dag = env.dag(CHAIN);
     let plan = env.engine.plan(&dag).await.unwrap();
-    assert!(env.engine.run(&dag, &opts(false)).await.unwrap().succeeded());
+    assert!(
+        env.engine
+            .run(&dag, &opts(false))
+            .await
+            .unwrap()
+            .succeeded()
+    );
     let total_fp = fp(&plan, "total");
-    std::fs::write(env.object_path(&total_fp).join(MANIFEST_FILE), b"{\"fingerp").unwrap();
+    std::fs::write(
+        env.object_path(&total_fp).join(MANIFEST_FILE),
+        b"{\"fingerp",
+    )
+    .unwrap();
     let plan2 = env.engine.plan(&dag).await.unwrap();
     let why = reasons(&plan2, "total");
     assert!(why.iter().any(|r| r.contains("manifest")), "{why:?}");
@@ -317,7 +352,13 @@ async fn gc_removes_incomplete_outputs_and_keeps_complete_ones() {
     let env = Env::new();
     let dag = env.dag(CHAIN);
     let plan = env.engine.plan(&dag).await.unwrap();
-    assert!(env.engine.run(&dag, &opts(false)).await.unwrap().succeeded());
+    assert!(
+        env.engine
+            .run(&dag, &opts(false))
+            .await
+            .unwrap()
+            .succeeded()
+    );
 
     // A run that crashed before its commit: files, no manifest.
     let crashed = "0123456789abcdef0123456789abcdef";
@@ -349,7 +390,10 @@ async fn gc_removes_incomplete_outputs_and_keeps_complete_ones() {
     // Complete outputs are kept, untouched.
     for s in ["nums", "squares"] {
         assert!(
-            matches!(env.store().check_cached(&fp(&plan, s)).await.unwrap(), CacheState::Hit(_)),
+            matches!(
+                env.store().check_cached(&fp(&plan, s)).await.unwrap(),
+                CacheState::Hit(_)
+            ),
             "{s}"
         );
     }
@@ -462,11 +506,14 @@ async fn a_failing_stage_commits_nothing_and_its_consumers_are_skipped() {
     // A failed stage is still to run; the plan does not claim it was done.
     let again = env.engine.plan(&dag).await.unwrap();
     assert!(is_cached(&again, "src"));
-    assert!(matches!(planned_state(&again, "bad"), PlanState::Run { .. }));
+    assert!(matches!(
+        planned_state(&again, "bad"),
+        PlanState::Run { .. }
+    ));
 
     // gc clears what the failed run left.
     let gc = env.engine.gc().await.unwrap();
-    assert_eq!(gc.removed, [bad_fp.clone()]);
+    assert_eq!(gc.removed, [bad_fp.as_str()]);
     assert!(!bad_dir.exists());
 
     // Fixed: the failed stage and its consumer run, the rest is cached.
@@ -554,7 +601,10 @@ async fn keep_going_finishes_independent_branches() {
     assert_eq!(status(&report, "good"), StageStatus::Ok);
     assert_eq!(status(&report, "good_sq"), StageStatus::Ok);
     assert_eq!(env.runs.count("after_bad"), 0);
-    assert_eq!(env.values(&fp(&plan, "good_sq"), "rows").await, [4, 9, 16, 25]);
+    assert_eq!(
+        env.values(&fp(&plan, "good_sq"), "rows").await,
+        [4, 9, 16, 25]
+    );
     let run = env.engine.db().run(report.run_id).unwrap().unwrap();
     assert_eq!(run.status, "failed");
 
@@ -695,12 +745,15 @@ stages:
         // Wait until the stage has written its files (it commits 1.5 s later).
         let t = Instant::now();
         while !shard.is_file() {
-            assert!(t.elapsed() < Duration::from_secs(20), "the stage never wrote");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the stage never wrote"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         env.engine.gc().await.unwrap()
     });
-    assert_eq!(gc.in_use, [slow_fp.clone()]);
+    assert_eq!(gc.in_use, [slow_fp.as_str()]);
     assert!(gc.removed.is_empty(), "{gc:?}");
     let report = report.unwrap();
     assert_eq!(status(&report, "slow"), StageStatus::Ok);

@@ -40,15 +40,19 @@ stages:
     assert_eq!(
         env.values(&fp(&plan, "squares"), "rows").await,
         [
-            1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121, 144, 169, 196, 225, 256, 289, 324, 361,
-            400, 441, 484, 529, 576
+            1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121, 144, 169, 196, 225, 256, 289, 324, 361, 400,
+            441, 484, 529, 576
         ]
     );
 
     // 24 rows in 5-row shards: 5 + 5 + 5 + 5 + 4, read back shard by shard.
     let m = env.manifest(&fp(&plan, "nums")).await;
-    let ds = Dataset::open(env.store().clone(), &fp(&plan, "nums"), m.outputs["rows"].clone())
-        .unwrap();
+    let ds = Dataset::open(
+        env.store().clone(),
+        &fp(&plan, "nums"),
+        m.outputs["rows"].clone(),
+    )
+    .unwrap();
     assert_eq!(ds.rows(), 24);
     assert_eq!(ds.shard_count(), 5);
     assert_eq!(ds.schema(), numbers_schema());

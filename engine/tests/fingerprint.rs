@@ -48,7 +48,9 @@ async fn fps(engine: &Engine, registry: &Registry, yaml: &str) -> BTreeMap<Strin
 }
 
 fn is_hex32(s: &str) -> bool {
-    s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    s.len() == 32
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 #[tokio::test]
@@ -236,7 +238,12 @@ async fn kind_version_change_changes_fingerprints_and_plan_says_so() {
     );
 
     // A major pin still accepts the new minor version; the old one no longer exists.
-    Dag::parse("wf.yaml", &BASE.replace("kind: numbers", "kind: numbers@1"), &newer).unwrap();
+    Dag::parse(
+        "wf.yaml",
+        &BASE.replace("kind: numbers", "kind: numbers@1"),
+        &newer,
+    )
+    .unwrap();
     let e = Dag::parse(
         "wf.yaml",
         &BASE.replace("kind: numbers", "kind: numbers@=1.2.0"),
@@ -382,7 +389,11 @@ async fn plan_explains_config_changes_and_keeps_the_rest_cached() {
 
     // Running it re-runs exactly the affected stages.
     let before = env.runs.snapshot();
-    let report = env.engine.run(&env.dag(&edited), &opts(false)).await.unwrap();
+    let report = env
+        .engine
+        .run(&env.dag(&edited), &opts(false))
+        .await
+        .unwrap();
     for (s, st) in [
         ("a", StageStatus::Ok),
         ("sq", StageStatus::Ok),
@@ -406,7 +417,12 @@ async fn plan_explains_config_changes_and_keeps_the_rest_cached() {
     let plan = env.engine.plan(&env.dag(BASE)).await.unwrap();
     assert!(plan.iter().all(|p| is_cached(&plan, &p.name)), "{plan:?}");
     let report = env.engine.run(&env.dag(BASE), &opts(false)).await.unwrap();
-    assert!(report.stages.iter().all(|s| s.status == StageStatus::Cached));
+    assert!(
+        report
+            .stages
+            .iter()
+            .all(|s| s.status == StageStatus::Cached)
+    );
     assert_eq!(env.runs.snapshot(), after);
     // 0² + … + 4² = 30.
     assert_eq!(env.values(&fp(&plan, "total"), "rows").await, [30]);

@@ -26,7 +26,10 @@ fn expect(yaml: &str, line: usize, column: usize, needles: &[&str]) -> SpecError
     assert_eq!(e.file, "wf.yaml");
     let shown = e.to_string();
     let prefix = format!("wf.yaml:{line}:{column}: ");
-    assert!(shown.starts_with(&prefix), "display {shown:?} lacks {prefix:?}");
+    assert!(
+        shown.starts_with(&prefix),
+        "display {shown:?} lacks {prefix:?}"
+    );
     assert!(shown.contains(&e.message), "{shown}");
     if let Some(h) = &e.hint {
         assert!(shown.contains(&format!("\n  hint: {h}")), "{shown}");
@@ -322,7 +325,12 @@ stages:
     with: {count: 1}
 name: other
 ";
-    let e = expect(yaml, 6, 1, &["duplicate key `name` (first written at line 1)"]);
+    let e = expect(
+        yaml,
+        6,
+        1,
+        &["duplicate key `name` (first written at line 1)"],
+    );
     assert!(!e.message.contains(" in `"), "{e}");
 }
 
@@ -442,7 +450,12 @@ stages:
         yaml,
         7,
         7,
-        &["stage `a` (numbers)", "unknown field `strat`", "`start`", "`count`"],
+        &[
+            "stage `a` (numbers)",
+            "unknown field `strat`",
+            "`start`",
+            "`count`",
+        ],
     );
     assert!(hint(&e).contains("dinoflow stages numbers"));
 }
@@ -538,7 +551,12 @@ stages:
       rows: a
       extra: a
 ";
-    let e = expect(yaml, 10, 7, &["stage `b` (square)", "no input port `extra`"]);
+    let e = expect(
+        yaml,
+        10,
+        7,
+        &["stage `b` (square)", "no input port `extra`"],
+    );
     assert_eq!(hint(&e), "its input ports are: rows");
 }
 
@@ -595,7 +613,12 @@ stages:
     inputs:
       rows: a.nope
 ";
-    let e = expect(yaml, 9, 7, &["`a.nope`", "`a` (numbers) has no output `nope`"]);
+    let e = expect(
+        yaml,
+        9,
+        7,
+        &["`a.nope`", "`a` (numbers) has no output `nope`"],
+    );
     assert_eq!(hint(&e), "outputs of `a`: rows");
 }
 
@@ -616,7 +639,10 @@ stages:
         yaml,
         9,
         7,
-        &["input `rows` expects dataset<numbers>", "`m.model` is artifact<blob>"],
+        &[
+            "input `rows` expects dataset<numbers>",
+            "`m.model` is artifact<blob>",
+        ],
     );
     assert!(hint(&e).contains("dataset<numbers>"));
 }
@@ -638,7 +664,10 @@ stages:
         yaml,
         6,
         3,
-        &["stage `total` (sum)", "required input `rows` is not connected"],
+        &[
+            "stage `total` (sum)",
+            "required input `rows` is not connected",
+        ],
     );
     assert!(hint(&e).contains("rows"));
 }
@@ -681,7 +710,12 @@ stages:
     kind: square
     inputs: {rows: b}
 ";
-    let e = expect(yaml, 11, 5, &["the workflow has a cycle: total → b → c → total"]);
+    let e = expect(
+        yaml,
+        11,
+        5,
+        &["the workflow has a cycle: total → b → c → total"],
+    );
     assert!(!e.message.contains("src"), "{e}");
 }
 

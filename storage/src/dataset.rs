@@ -122,7 +122,7 @@ impl DatasetWriter {
             };
             writer.write(&part).map_err(|e| StorageError::Parquet {
                 path: self.port.clone(),
-                source: e,
+                source: Box::new(e),
             })?;
             let encoded = writer.bytes_written() + writer.in_progress_size();
             self.current_rows += take;
@@ -137,7 +137,7 @@ impl DatasetWriter {
     fn parquet_err(&self, e: parquet::errors::ParquetError) -> StorageError {
         StorageError::Parquet {
             path: format!("{}/{}", object_dir(&self.fingerprint), self.port),
-            source: e,
+            source: Box::new(e),
         }
     }
 
@@ -224,9 +224,11 @@ impl Dataset {
 
     /// Reads shard `index` into record batches of up to `batch_rows` rows.
     pub async fn read_shard(&self, index: usize, batch_rows: usize) -> Result<Vec<RecordBatch>> {
-        let file = self.output.files.get(index).ok_or_else(|| {
-            StorageError::Invalid(format!("dataset has no shard {index}"))
-        })?;
+        let file = self
+            .output
+            .files
+            .get(index)
+            .ok_or_else(|| StorageError::Invalid(format!("dataset has no shard {index}")))?;
         let key = format!("{}/{}", object_dir(&self.fingerprint), file.path);
         let data = self.store.get(&key).await?;
         if data.len() as u64 != file.size {
@@ -238,7 +240,7 @@ impl Dataset {
         }
         let perr = |e| StorageError::Parquet {
             path: key.clone(),
-            source: e,
+            source: Box::new(e),
         };
         let reader = ParquetRecordBatchReaderBuilder::try_new(data)
             .map_err(perr)?
@@ -249,7 +251,7 @@ impl Dataset {
             .map(|b| {
                 b.map_err(|e| StorageError::Parquet {
                     path: key.clone(),
-                    source: e.into(),
+                    source: Box::new(e.into()),
                 })
             })
             .collect()

@@ -20,7 +20,7 @@ pub enum StorageError {
         path: String,
         /// The underlying error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// A Parquet shard could not be encoded or decoded.
     #[error("parquet error in `{path}`: {source}")]
@@ -29,7 +29,7 @@ pub enum StorageError {
         path: String,
         /// The underlying error.
         #[source]
-        source: parquet::errors::ParquetError,
+        source: Box<parquet::errors::ParquetError>,
     },
     /// A manifest could not be encoded or decoded.
     #[error("manifest `{path}` is invalid: {source}")]

@@ -157,7 +157,10 @@ impl std::fmt::Display for Miss {
                 path,
                 expected,
                 actual,
-            } => write!(f, "output file {path} has {actual} bytes, manifest says {expected}"),
+            } => write!(
+                f,
+                "output file {path} has {actual} bytes, manifest says {expected}"
+            ),
         }
     }
 }

@@ -65,3 +65,62 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn transient() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "test",
+            source: "connection reset".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_transient_errors_then_succeeds() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            attempts: 5,
+            first_delay: Duration::from_millis(1),
+        };
+        let r = with_retry(policy, "op", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(transient())
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_last_attempt_and_never_retries_not_found() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(1),
+        };
+        let r: Result<(), _> = with_retry(policy, "op", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(transient())
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = with_retry(policy, "op", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(object_store::Error::NotFound {
+                path: "x".into(),
+                source: "gone".into(),
+            })
+        })
+        .await;
+        assert!(matches!(r, Err(object_store::Error::NotFound { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

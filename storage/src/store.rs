@@ -83,8 +83,12 @@ impl Store {
             }
             "memory" => {
                 let name = parsed.host_str().unwrap_or_default().to_string();
-                let mut stores = memory_stores().lock().map_err(|_| bad_url(url, "poisoned"))?;
-                let store = stores.entry(name).or_insert_with(|| Arc::new(InMemory::new()));
+                let mut stores = memory_stores()
+                    .lock()
+                    .map_err(|_| bad_url(url, "poisoned"))?;
+                let store = stores
+                    .entry(name)
+                    .or_insert_with(|| Arc::new(InMemory::new()));
                 Arc::clone(store) as Arc<dyn ObjectStore>
             }
             "s3" | "s3a" => Arc::new(
@@ -125,9 +129,8 @@ impl Store {
         };
         let root = match scheme {
             // Bucket-style URLs: the host is the bucket, the path the prefix inside it.
-            "memory" | "http" | "https" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => {
-                root
-            }
+            "memory" | "http" | "https" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss"
+            | "azure" => root,
             _ => Path::default(),
         };
         Ok(Self {
@@ -221,7 +224,7 @@ impl Store {
         StorageError::ObjectStore {
             op,
             path: key.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -250,10 +253,11 @@ impl Store {
     pub async fn get_opt(&self, key: &str) -> Result<Option<Bytes>> {
         match self.get(key).await {
             Ok(b) => Ok(Some(b)),
-            Err(StorageError::ObjectStore {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }) => Ok(None),
+            Err(StorageError::ObjectStore { source, .. })
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -362,8 +366,14 @@ mod tests {
 
     #[test]
     fn splits_file_urls() {
-        assert_eq!(split_file_url("s3://b/x/y.gz"), ("s3://b/x".into(), "y.gz".into()));
-        assert_eq!(split_file_url("data/a.png"), ("data".into(), "a.png".into()));
+        assert_eq!(
+            split_file_url("s3://b/x/y.gz"),
+            ("s3://b/x".into(), "y.gz".into())
+        );
+        assert_eq!(
+            split_file_url("data/a.png"),
+            ("data".into(), "a.png".into())
+        );
         assert_eq!(split_file_url("a.png"), (".".into(), "a.png".into()));
         assert_eq!(split_file_url("/a.png"), ("/".into(), "a.png".into()));
     }
@@ -371,11 +381,22 @@ mod tests {
     #[tokio::test]
     async fn memory_store_round_trip_and_listing() {
         let s = Store::create("memory://unit-test/prefix").unwrap();
-        s.put("a/b.txt", Bytes::from_static(b"hello")).await.unwrap();
+        s.put("a/b.txt", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         s.put("a/c/d.txt", Bytes::from_static(b"xy")).await.unwrap();
-        assert_eq!(s.get("a/b.txt").await.unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            s.get("a/b.txt").await.unwrap(),
+            Bytes::from_static(b"hello")
+        );
         assert_eq!(s.get_opt("missing").await.unwrap(), None);
-        let keys: Vec<_> = s.list("a").await.unwrap().into_iter().map(|l| (l.key, l.size)).collect();
+        let keys: Vec<_> = s
+            .list("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.key, l.size))
+            .collect();
         assert_eq!(keys, vec![("a/b.txt".into(), 5), ("a/c/d.txt".into(), 2)]);
         assert_eq!(s.list_folders("a").await.unwrap(), vec!["a/c".to_string()]);
         // The same URL in the same process is the same store.

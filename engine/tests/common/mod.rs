@@ -556,7 +556,11 @@ impl Env {
     /// The values of dataset output `port` committed under `fingerprint`.
     pub async fn values(&self, fingerprint: &str, port: &str) -> Vec<i64> {
         let m = self.manifest(fingerprint).await;
-        let out = m.outputs.get(port).unwrap_or_else(|| panic!("no output {port}")).clone();
+        let out = m
+            .outputs
+            .get(port)
+            .unwrap_or_else(|| panic!("no output {port}"))
+            .clone();
         let ds = Dataset::open(self.store().clone(), fingerprint, out).unwrap();
         dataset_values(&ds).await.unwrap()
     }

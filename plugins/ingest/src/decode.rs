@@ -56,7 +56,9 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Strin
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?;
     let Some(format) = reader.format() else {
-        return Err("unrecognised image format (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)".into());
+        return Err(
+            "unrecognised image format (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)".into(),
+        );
     };
     let format_name = format!("{format:?}").to_lowercase();
     // The JPEG decoder fills a cut-off scan with grey instead of failing; refuse such files.
@@ -99,7 +101,11 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Strin
     } else {
         DynamicImage::ImageRgb8(img.into_rgb8())
     };
-    let (channels, pixel_type) = if grey { (1u8, PixelType::U8) } else { (3u8, PixelType::U8x3) };
+    let (channels, pixel_type) = if grey {
+        (1u8, PixelType::U8)
+    } else {
+        (3u8, PixelType::U8x3)
+    };
     let (pw, ph) = target_size(width, height, opts.max_side);
     let pixels = if (pw, ph) == (width, height) {
         img.into_bytes()
@@ -136,7 +142,12 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 }
 
 /// Resizes grey pixels (IDX images) to fit `max_side`.
-pub fn resize_grey(pixels: &[u8], width: u32, height: u32, max_side: u32) -> Result<(u32, u32, Vec<u8>), String> {
+pub fn resize_grey(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    max_side: u32,
+) -> Result<(u32, u32, Vec<u8>), String> {
     let (pw, ph) = target_size(width, height, max_side);
     if (pw, ph) == (width, height) {
         return Ok((width, height, pixels.to_vec()));

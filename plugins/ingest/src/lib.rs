@@ -15,7 +15,9 @@ use dinoflow_engine::{
     ExtraInput, Port, PortType, ProgressBar, Resources, Stage, StageContext, StageError,
     async_trait, semver,
 };
-use dinoflow_storage::schemas::{ImageRow, errors_batch, errors_schema, images_batch, images_schema};
+use dinoflow_storage::schemas::{
+    ImageRow, errors_batch, errors_schema, images_batch, images_schema,
+};
 use dinoflow_storage::{DatasetWriter, Listed};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
@@ -72,8 +74,16 @@ impl Stage for Ingest {
     }
     fn outputs(&self) -> Vec<Port> {
         vec![
-            Port::new("images", PortType::Dataset("images"), "decoded, resized images with ids and labels"),
-            Port::new("errors", PortType::Dataset("errors"), "files that could not be decoded, with the reason"),
+            Port::new(
+                "images",
+                PortType::Dataset("images"),
+                "decoded, resized images with ids and labels",
+            ),
+            Port::new(
+                "errors",
+                PortType::Dataset("errors"),
+                "files that could not be decoded, with the reason",
+            ),
         ]
     }
     fn resources(&self, _config: &IngestConfig) -> Resources {
@@ -124,8 +134,12 @@ impl Stage for Ingest {
         let mut limits = ctx.shard_limits;
         limits.max_rows = config.shard_rows.max(1);
         let mut out = Output {
-            images: ctx.dataset_writer("images", images_schema()).with_limits(limits),
-            errors: ctx.dataset_writer("errors", errors_schema()).with_limits(limits),
+            images: ctx
+                .dataset_writer("images", images_schema())
+                .with_limits(limits),
+            errors: ctx
+                .dataset_writer("errors", errors_schema())
+                .with_limits(limits),
             bar: ctx.progress(None, "images"),
             failed: 0,
         };
@@ -137,16 +151,31 @@ impl Stage for Ingest {
         let batch = config.batch_size.max(1);
         match &config.source {
             Source::Idx { images, labels } => {
-                ingest_idx(images, labels.as_deref(), limit, batch, opts, &pool, &mut out).await?
+                ingest_idx(
+                    images,
+                    labels.as_deref(),
+                    limit,
+                    batch,
+                    opts,
+                    &pool,
+                    &mut out,
+                )
+                .await?
             }
             Source::Folder { path, glob, labels } => {
                 let listing = sources::list_folder(path, glob.as_deref(), *labels)
                     .await
                     .map_err(stage_err)?;
-                let n = listing.files.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+                let n = listing
+                    .files
+                    .len()
+                    .min(usize::try_from(limit).unwrap_or(usize::MAX));
                 out.bar.set_total(n as u64);
                 for start in (0..n).step_by(batch) {
-                    let items = listing.fetch(start..(start + batch).min(n)).await.map_err(stage_err)?;
+                    let items = listing
+                        .fetch(start..(start + batch).min(n))
+                        .await
+                        .map_err(stage_err)?;
                     let decoded = decode_all(&pool, items, opts).await?;
                     out.push(decoded).await?;
                 }
@@ -161,15 +190,21 @@ impl Stage for Ingest {
                     let data = sources::read_file(&url).await.map_err(stage_err)?;
                     let reader = ParquetRecordBatchReaderBuilder::try_new(data)
                         .and_then(|b| b.with_batch_size(batch).build())
-                        .map_err(|e| stage_err(IngestError::Source { source_url: url.clone(), reason: e.to_string() }))?;
+                        .map_err(|e| {
+                            stage_err(IngestError::Source {
+                                source_url: url.clone(),
+                                reason: e.to_string(),
+                            })
+                        })?;
                     let mut row = 0usize;
                     for b in reader {
                         if seen >= limit {
                             break;
                         }
                         let b = b.map_err(|e| stage_err(IngestError::Arrow(e)))?;
-                        let mut items = sources::parquet_rows(&url, &b, column, label_column.as_deref(), row)
-                            .map_err(stage_err)?;
+                        let mut items =
+                            sources::parquet_rows(&url, &b, column, label_column.as_deref(), row)
+                                .map_err(stage_err)?;
                         row += b.num_rows();
                         items.truncate(usize::try_from(limit - seen).unwrap_or(usize::MAX));
                         seen += items.len() as u64;
@@ -275,13 +310,23 @@ async fn ingest_idx(
     let images = parse_idx(&sources::read_file(images_url).await.map_err(stage_err)?)
         .map_err(|e| bad(images_url, e))?;
     let [n, h, w] = images.dims[..] else {
-        return Err(bad(images_url, format!("expected 3 dimensions (n, rows, cols), found {:?}", images.dims)));
+        return Err(bad(
+            images_url,
+            format!(
+                "expected 3 dimensions (n, rows, cols), found {:?}",
+                images.dims
+            ),
+        ));
     };
     let labels = match labels_url {
         Some(url) => {
-            let l = parse_idx(&sources::read_file(url).await.map_err(stage_err)?).map_err(|e| bad(url, e))?;
+            let l = parse_idx(&sources::read_file(url).await.map_err(stage_err)?)
+                .map_err(|e| bad(url, e))?;
             if l.dims != [n] {
-                return Err(bad(url, format!("has {:?} labels but the images file has {n} images", l.dims)));
+                return Err(bad(
+                    url,
+                    format!("has {:?} labels but the images file has {n} images", l.dims),
+                ));
             }
             Some(l.data)
         }
@@ -295,7 +340,12 @@ async fn ingest_idx(
     let url = images_url.to_string();
     for start in (0..count).step_by(batch) {
         let end = (start + batch).min(count);
-        let (images, labels, pool, url) = (Arc::clone(&images), Arc::clone(&labels), Arc::clone(pool), url.clone());
+        let (images, labels, pool, url) = (
+            Arc::clone(&images),
+            Arc::clone(&labels),
+            Arc::clone(pool),
+            url.clone(),
+        );
         let rows = tokio::task::spawn_blocking(move || {
             let plane = (w * h) as usize;
             pool.install(|| {

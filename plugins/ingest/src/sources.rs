@@ -97,10 +97,7 @@ pub async fn list_folder(
         })
         .collect();
     if files.is_empty() {
-        return Err(source_err(
-            url,
-            "no files match; check `path` and `glob`",
-        ));
+        return Err(source_err(url, "no files match; check `path` and `glob`"));
     }
     let labels = match labels {
         FolderLabels::None => vec![None; files.len()],
@@ -111,7 +108,12 @@ pub async fn list_folder(
             classes.dedup();
             files
                 .iter()
-                .map(|f| classes.binary_search(&parent(&f.key)).ok().map(|i| i as i64))
+                .map(|f| {
+                    classes
+                        .binary_search(&parent(&f.key))
+                        .ok()
+                        .map(|i| i as i64)
+                })
                 .collect()
         }
     };
@@ -175,8 +177,16 @@ pub fn parquet_rows(
     first_row: usize,
 ) -> Result<Vec<Encoded>, IngestError> {
     let images = batch.column_by_name(column).ok_or_else(|| {
-        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-        source_err(url, format!("no column `{column}`; columns are: {}", names.join(", ")))
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        source_err(
+            url,
+            format!("no column `{column}`; columns are: {}", names.join(", ")),
+        )
     })?;
     let values: Vec<Option<Bytes>> = match images.data_type() {
         DataType::Binary => images
@@ -204,9 +214,9 @@ pub fn parquet_rows(
     let labels: Vec<Option<i64>> = match label_column {
         None => vec![None; batch.num_rows()],
         Some(name) => {
-            let col = batch.column_by_name(name).ok_or_else(|| {
-                source_err(url, format!("no label column `{name}`"))
-            })?;
+            let col = batch
+                .column_by_name(name)
+                .ok_or_else(|| source_err(url, format!("no label column `{name}`")))?;
             let cast = arrow_cast::cast(col, &DataType::Int64)
                 .map_err(|e| source_err(url, format!("label column `{name}`: {e}")))?;
             let ints = cast.as_primitive::<arrow_array::types::Int64Type>();

@@ -16,7 +16,9 @@ fn jpeg_bytes(img: &RgbImage) -> Vec<u8> {
 }
 
 fn gradient(w: u32, h: u32) -> RgbImage {
-    ImageBuffer::from_fn(w, h, |x, y| Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 77]))
+    ImageBuffer::from_fn(w, h, |x, y| {
+        Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 77])
+    })
 }
 
 /// A PNG whose header claims 50000×50000 RGB pixels (7.5 GB decoded): a decompression bomb.
@@ -79,9 +81,12 @@ fn cmyk_jpeg(w: u16, h: u16) -> Vec<u8> {
 }
 
 fn png16(w: u32, h: u32) -> Vec<u8> {
-    let img: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::from_pixel(w, h, Rgb([65535, 0, 32896]));
+    let img: ImageBuffer<Rgb<u16>, Vec<u16>> =
+        ImageBuffer::from_pixel(w, h, Rgb([65535, 0, 32896]));
     let mut out = Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb16(img).write_to(&mut out, ImageFormat::Png).unwrap();
+    image::DynamicImage::ImageRgb16(img)
+        .write_to(&mut out, ImageFormat::Png)
+        .unwrap();
     out.into_inner()
 }
 
@@ -98,18 +103,28 @@ async fn corrupt_and_odd_files_become_error_rows_or_decode_correctly() {
     write(d, "truncated.jpg", &good[..good.len() / 2]);
     write(d, "empty.png", b"");
     let mut png = Cursor::new(Vec::new());
-    gradient(64, 48).write_to(&mut png, ImageFormat::Png).unwrap();
+    gradient(64, 48)
+        .write_to(&mut png, ImageFormat::Png)
+        .unwrap();
     write(d, "png_named.jpg", png.get_ref());
     write(d, "bomb.png", &bomb_png_header());
     write(d, "cmyk.jpg", &cmyk_jpeg(40, 30));
     write(d, "deep.png", &png16(20, 10));
-    write(d, "rotated.jpg", &with_exif_orientation(&jpeg_bytes(&gradient(40, 20)), 6));
+    write(
+        d,
+        "rotated.jpg",
+        &with_exif_orientation(&jpeg_bytes(&gradient(40, 20)), 6),
+    );
     write(d, "notes.txt", b"this is not an image\n");
     // Real photos from the package registries (scripts/setup.sh puts them in data/photos).
     let photos = repo_root().join("data/photos");
     for name in ["baboon.jpg", "fruits.jpg"] {
         let p = photos.join(name);
-        assert!(p.exists(), "{} is missing: run scripts/setup.sh", p.display());
+        assert!(
+            p.exists(),
+            "{} is missing: run scripts/setup.sh",
+            p.display()
+        );
         std::fs::copy(&p, d.join(name)).unwrap();
     }
 
@@ -129,14 +144,20 @@ async fn corrupt_and_odd_files_become_error_rows_or_decode_correctly() {
     // Ids are the blake3 of the source bytes; sizes are the file sizes.
     let g = &rows["good.jpg"];
     assert_eq!(g.id, blake3::hash(&good).to_hex().to_string());
-    assert_eq!((g.width, g.height, g.file_size), (300, 200, good.len() as u64));
+    assert_eq!(
+        (g.width, g.height, g.file_size),
+        (300, 200, good.len() as u64)
+    );
     assert_eq!((g.pixel_width, g.pixel_height, g.channels), (64, 43, 3));
     assert_eq!(g.pixels.len(), 64 * 43 * 3);
     assert_eq!(g.format, "jpeg");
 
     // Format is sniffed from content, not the extension.
     let p = &rows["png_named.jpg"];
-    assert_eq!((p.format.as_str(), p.pixel_width, p.pixel_height), ("png", 64, 48));
+    assert_eq!(
+        (p.format.as_str(), p.pixel_width, p.pixel_height),
+        ("png", 64, 48)
+    );
 
     // CMYK JPEG is converted to RGB.
     let c = &rows["cmyk.jpg"];
@@ -153,13 +174,32 @@ async fn corrupt_and_odd_files_become_error_rows_or_decode_correctly() {
 
     // Real photos: baboon.jpg is 512×512 colour.
     let b = &rows["baboon.jpg"];
-    assert_eq!((b.width, b.height, b.channels, b.pixel_width), (512, 512, 3, 64));
+    assert_eq!(
+        (b.width, b.height, b.channels, b.pixel_width),
+        (512, 512, 3, 64)
+    );
 
-    assert!(errors["truncated.jpg"].contains("jpeg"), "{}", errors["truncated.jpg"]);
+    assert!(
+        errors["truncated.jpg"].contains("jpeg"),
+        "{}",
+        errors["truncated.jpg"]
+    );
     assert_eq!(errors["empty.png"], "zero-byte file");
-    assert!(errors["bomb.png"].contains("50000×50000"), "{}", errors["bomb.png"]);
-    assert!(errors["bomb.png"].contains("max_pixels"), "{}", errors["bomb.png"]);
-    assert!(errors["notes.txt"].contains("unrecognised image format"), "{}", errors["notes.txt"]);
+    assert!(
+        errors["bomb.png"].contains("50000×50000"),
+        "{}",
+        errors["bomb.png"]
+    );
+    assert!(
+        errors["bomb.png"].contains("max_pixels"),
+        "{}",
+        errors["bomb.png"]
+    );
+    assert!(
+        errors["notes.txt"].contains("unrecognised image format"),
+        "{}",
+        errors["notes.txt"]
+    );
     assert_eq!(errors.len(), 4, "{errors:?}");
     assert_eq!(rows.len(), 7, "{:?}", rows.keys());
     assert_eq!(out.report.stages[0].rows["images"], 7);

@@ -14,9 +14,13 @@ const TRAIN_LABELS: &str = "/usr/share/datasets/fashion-mnist/train-labels-idx1-
 const TEST_IMAGES: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 
 fn gunzip(path: &str) -> Vec<u8> {
-    let gz = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (install dataset-fashion-mnist: scripts/setup.sh)"));
+    let gz = std::fs::read(path).unwrap_or_else(|e| {
+        panic!("{path}: {e} (install dataset-fashion-mnist: scripts/setup.sh)")
+    });
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -45,7 +49,10 @@ async fn fashion_mnist_train_has_60000_labelled_images_with_exact_pixels() {
         assert_eq!(r.id, blake3::hash(px).to_hex().to_string());
         assert_eq!(r.label, Some(i64::from(labels[8 + i])));
         assert!(r.source.ends_with(&format!("#{i}")));
-        assert_eq!((r.width, r.height, r.channels, r.format.as_str()), (28, 28, 1, "idx"));
+        assert_eq!(
+            (r.width, r.height, r.channels, r.format.as_str()),
+            (28, 28, 1, "idx")
+        );
     }
 }
 
@@ -60,7 +67,12 @@ async fn idx_resize_limit_and_same_digest_on_rerun_in_another_store() {
     let second = run_ingest(b.path(), &yaml).await;
     assert_eq!(first.images.len(), 500);
     assert!(first.images.iter().all(|r| r.label.is_none()));
-    assert!(first.images.iter().all(|r| (r.pixel_width, r.pixel_height, r.pixels.len()) == (14, 14, 196)));
+    assert!(
+        first
+            .images
+            .iter()
+            .all(|r| (r.pixel_width, r.pixel_height, r.pixels.len()) == (14, 14, 196))
+    );
     assert_eq!(first.digest, second.digest, "ingest must be deterministic");
 }
 
@@ -88,7 +100,9 @@ async fn parquet_source_with_labels_and_a_corrupt_row() {
     )
     .unwrap();
     let file = dir.path().join("images.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&file).unwrap(), schema, None).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&file).unwrap(), schema, None)
+            .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 
@@ -103,6 +117,10 @@ async fn parquet_source_with_labels_and_a_corrupt_row() {
     let labels: Vec<i64> = out.images.iter().map(|r| r.label.unwrap()).collect();
     assert_eq!(labels, vec![3, 1, 4, 1, 5]);
     assert_eq!(out.errors.len(), 1);
-    assert!(out.errors[0].0.ends_with("images.parquet#5"), "{:?}", out.errors);
+    assert!(
+        out.errors[0].0.ends_with("images.parquet#5"),
+        "{:?}",
+        out.errors
+    );
     assert!(out.errors[0].1.contains("unrecognised"), "{:?}", out.errors);
 }

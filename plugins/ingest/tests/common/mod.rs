@@ -1,4 +1,6 @@
 //! Runs the ingest stage through the real engine on a temporary local store.
+// Each test binary uses a different part of these helpers.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +20,6 @@ pub fn repo_root() -> PathBuf {
 
 /// One decoded row of the images output.
 #[derive(Debug, Clone)]
-#[allow(dead_code)]
 pub struct Row {
     pub id: String,
     pub source: String,
@@ -39,7 +40,6 @@ pub struct Ingested {
     pub images: Vec<Row>,
     /// (source, error)
     pub errors: Vec<(String, String)>,
-    #[allow(dead_code)]
     pub digest: String,
 }
 
@@ -52,7 +52,11 @@ pub async fn run_ingest(store_dir: &std::path::Path, with_yaml: &str) -> Ingeste
     let engine = Engine::open(store.clone(), Arc::new(Silent)).unwrap();
     let opts = RunOptions {
         keep_going: false,
-        limits: Resources { cpus: 2, gpus: 0, memory_gb: 8.0 },
+        limits: Resources {
+            cpus: 2,
+            gpus: 0,
+            memory_gb: 8.0,
+        },
         handle_ctrl_c: false,
     };
     let report = engine.run(&dag, &opts).await.unwrap();
@@ -63,18 +67,49 @@ pub async fn run_ingest(store_dir: &std::path::Path, with_yaml: &str) -> Ingeste
     };
     let read = |port: &str| {
         let ds = Dataset::open(store.clone(), &fp, manifest.outputs[port].clone()).unwrap();
-        async move { ds.batches(4096).try_collect::<Vec<RecordBatch>>().await.unwrap() }
+        async move {
+            ds.batches(4096)
+                .try_collect::<Vec<RecordBatch>>()
+                .await
+                .unwrap()
+        }
     };
     let mut images = Vec::new();
     for b in read("images").await {
         let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
         let (id, source, format) = (s("id"), s("source"), s("format"));
-        let u32c = |n: &str| b.column_by_name(n).unwrap().as_primitive::<UInt32Type>().clone();
-        let (w, h, pw, ph) = (u32c("width"), u32c("height"), u32c("pixel_width"), u32c("pixel_height"));
-        let size = b.column_by_name("file_size").unwrap().as_primitive::<UInt64Type>().clone();
-        let label = b.column_by_name("label").unwrap().as_primitive::<Int64Type>().clone();
-        let ch = b.column_by_name("channels").unwrap().as_primitive::<UInt8Type>().clone();
-        let px = b.column_by_name("pixels").unwrap().as_binary::<i32>().clone();
+        let u32c = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<UInt32Type>()
+                .clone()
+        };
+        let (w, h, pw, ph) = (
+            u32c("width"),
+            u32c("height"),
+            u32c("pixel_width"),
+            u32c("pixel_height"),
+        );
+        let size = b
+            .column_by_name("file_size")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .clone();
+        let label = b
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        let ch = b
+            .column_by_name("channels")
+            .unwrap()
+            .as_primitive::<UInt8Type>()
+            .clone();
+        let px = b
+            .column_by_name("pixels")
+            .unwrap()
+            .as_binary::<i32>()
+            .clone();
         for i in 0..b.num_rows() {
             images.push(Row {
                 id: id.value(i).into(),

@@ -1,0 +1,24 @@
+# dinoflow: the two commands a new machine needs are `make demo` and `make test`.
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup build test demo bench lint clean-store
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo: build
+	bash scripts/demo.sh
+
+bench: build
+	bash bench/run.sh

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make bench`: dinoflow beside its peers on the same files and cores. Best of 3 runs each.
+# Results: printed, and written to bench/out/*.json; docs/benchmarks.md records them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=./target/release/dinoflow
+PY=.venv/bin/python
+CORES=$(nproc)
+mkdir -p bench/out
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+stage_seconds() { # workflow, store → seconds of the slowest stage (fresh store: nothing cached)
+  "$BIN" --json run "$1" --store "$2" --cpus "$CORES" |
+    $PY -c 'import json,sys; r=json.load(sys.stdin); print(sum(s["seconds"] for s in r["stages"]), sum(s["rows"].get("images",0) for s in r["stages"]))'
+}
+best() { sort -n | head -1; }
+
+echo "== ingest: decode + EXIF + resize to 224 (+ hash + Parquet for dinoflow), $(ls data/photos | wc -l) photos, $CORES cores"
+dino=$(for i in 1 2 3; do stage_seconds bench/ingest-photos.yaml "$tmp/p$i"; done | sort -n | head -1)
+read -r dsecs dimgs <<<"$dino"
+pil_resize=$(for i in 1 2 3; do $PY bench/pillow_ingest.py data/photos 224 "$CORES" resize; done |
+  $PY -c 'import json,sys; print(min((json.loads(l) for l in sys.stdin), key=lambda r: r["seconds"])["images_per_s"])')
+pil_thumb=$(for i in 1 2 3; do $PY bench/pillow_ingest.py data/photos 224 "$CORES" thumbnail; done |
+  $PY -c 'import json,sys; print(min((json.loads(l) for l in sys.stdin), key=lambda r: r["seconds"])["images_per_s"])')
+$PY - "$dsecs" "$dimgs" "$pil_resize" "$pil_thumb" <<'PYEOF'
+import json, sys
+secs, imgs, pr, pt = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+d = imgs / secs
+print(f"  dinoflow ingest          {d:8.1f} images/s  ({imgs} images in {secs:.2f}s)")
+print(f"  Pillow resize (same op)  {pr:8.1f} images/s  -> dinoflow {d/pr:.2f}x")
+print(f"  Pillow thumbnail (draft) {pt:8.1f} images/s  -> dinoflow {d/pt:.2f}x")
+json.dump({"dinoflow_images_per_s": d, "pillow_resize_images_per_s": pr,
+           "pillow_thumbnail_images_per_s": pt}, open("bench/out/ingest-photos.json", "w"), indent=1)
+PYEOF
+
+echo "== ingest: Fashion-MNIST IDX, 70,000 images"
+read -r fsecs fimgs <<<"$(for i in 1 2 3; do stage_seconds bench/ingest-fmnist.yaml "$tmp/f$i"; done | sort -n | head -1)"
+$PY -c "print(f'  dinoflow ingest {$fimgs/$fsecs:10.0f} images/s ($fimgs images in {$fsecs:.2f}s)')"
+
+echo "== fully cached re-run of workflows/ingest-fashion-mnist.yaml"
+"$BIN" run workflows/ingest-fashion-mnist.yaml --store "$tmp/demo" >/dev/null 2>&1
+for i in 1 2 3; do
+  s=$(date +%s.%N); "$BIN" run workflows/ingest-fashion-mnist.yaml --store "$tmp/demo" >/dev/null 2>&1; e=$(date +%s.%N)
+  $PY -c "print($e-$s)"
+done | sort -n | head -1 | $PY -c 'import sys; print(f"  cached re-run {float(sys.stdin.read())*1000:.1f} ms")'
