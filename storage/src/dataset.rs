@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -111,14 +111,10 @@ impl DatasetWriter {
             let part = batch.slice(offset, take);
             let writer = match &mut self.current {
                 Some(w) => w,
-                None => self.current.insert(
-                    ArrowWriter::try_new(
-                        Vec::new(),
-                        Arc::clone(&self.schema),
-                        Some(writer_properties(&self.limits)),
-                    )
-                    .map_err(|e| self.parquet_err(e))?,
-                ),
+                None => {
+                    let w = self.new_shard()?;
+                    self.current.insert(w)
+                }
             };
             writer.write(&part).map_err(|e| StorageError::Parquet {
                 path: self.port.clone(),
@@ -132,6 +128,15 @@ impl DatasetWriter {
             }
         }
         Ok(())
+    }
+
+    fn new_shard(&self) -> Result<ArrowWriter<Vec<u8>>> {
+        ArrowWriter::try_new(
+            Vec::new(),
+            Arc::clone(&self.schema),
+            Some(writer_properties(&self.limits)),
+        )
+        .map_err(|e| self.parquet_err(e))
     }
 
     fn parquet_err(&self, e: parquet::errors::ParquetError) -> StorageError {
@@ -160,16 +165,7 @@ impl DatasetWriter {
     /// gets one (empty) shard so that readers see its schema.
     pub async fn finish(mut self) -> Result<OutputManifest> {
         if self.current.is_none() && self.files.is_empty() {
-            self.write(&RecordBatch::new_empty(Arc::clone(&self.schema)))
-                .await?;
-            self.current.get_or_insert(
-                ArrowWriter::try_new(
-                    Vec::new(),
-                    Arc::clone(&self.schema),
-                    Some(writer_properties(&self.limits)),
-                )
-                .map_err(|e| self.parquet_err(e))?,
-            );
+            self.current = Some(self.new_shard()?);
         }
         self.flush_shard().await?;
         Ok(OutputManifest::dataset(
@@ -265,8 +261,6 @@ impl Dataset {
             .try_flatten()
     }
 }
-
-use futures::{StreamExt, TryStreamExt};
 
 #[cfg(test)]
 mod tests {

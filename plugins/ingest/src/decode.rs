@@ -2,8 +2,8 @@
 
 use std::io::Cursor;
 
-use fast_image_resize::images::Image;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, IntoImageView, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 /// How images are decoded and resized.
@@ -110,15 +110,7 @@ pub fn decode_image(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Strin
     let pixels = if (pw, ph) == (width, height) {
         img.into_bytes()
     } else {
-        let mut dst = Image::new(pw, ph, pixel_type);
-        Resizer::new()
-            .resize(
-                &img,
-                &mut dst,
-                &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom)),
-            )
-            .map_err(|e| format!("resize failed: {e}"))?;
-        dst.into_vec()
+        resize(&img, pw, ph, pixel_type)?
     };
     Ok(Decoded {
         width,
@@ -152,17 +144,27 @@ pub fn resize_grey(
     if (pw, ph) == (width, height) {
         return Ok((width, height, pixels.to_vec()));
     }
-    let src = Image::from_vec_u8(width, height, pixels.to_vec(), PixelType::U8)
+    let src = ImageRef::new(width, height, pixels, PixelType::U8)
         .map_err(|e| format!("bad pixel buffer: {e}"))?;
-    let mut dst = Image::new(pw, ph, PixelType::U8);
+    Ok((pw, ph, resize(&src, pw, ph, PixelType::U8)?))
+}
+
+/// Catmull-Rom (bicubic) resize of `src` to `width`×`height`.
+fn resize(
+    src: &impl IntoImageView,
+    width: u32,
+    height: u32,
+    pixel_type: PixelType,
+) -> Result<Vec<u8>, String> {
+    let mut dst = Image::new(width, height, pixel_type);
     Resizer::new()
         .resize(
-            &src,
+            src,
             &mut dst,
             &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom)),
         )
         .map_err(|e| format!("resize failed: {e}"))?;
-    Ok((pw, ph, dst.into_vec()))
+    Ok(dst.into_vec())
 }
 
 #[cfg(test)]

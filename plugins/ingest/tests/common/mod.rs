@@ -19,20 +19,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// One decoded row of the images output.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub id: String,
-    pub source: String,
-    pub width: u32,
-    pub height: u32,
-    pub format: String,
-    pub file_size: u64,
-    pub label: Option<i64>,
-    pub pixels: Vec<u8>,
-    pub channels: u8,
-    pub pixel_width: u32,
-    pub pixel_height: u32,
-}
+pub type Row = dinoflow_storage::schemas::ImageRow;
 
 /// What one ingest run produced.
 pub struct Ingested {
