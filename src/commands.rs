@@ -10,12 +10,13 @@ use dinoflow_engine::{
 use dinoflow_storage::{CacheState, Store};
 
 use crate::progress::Bars;
-use crate::{Cli, Command, DagFormat, Executor};
+use crate::{Cli, Command, DagFormat, Executor, PluginCommand};
 
 /// Every stage kind this build knows.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(dinoflow_ingest::Ingest);
+    r.register(dinoflow_filter::FilterStage);
     r
 }
 
@@ -165,6 +166,11 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print_json(&workflow_schema(&registry))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { action } => match action {
+            PluginCommand::New { name, dir } => crate::plugin::new(&name, &dir),
+            PluginCommand::Build { dir } => crate::plugin::build(&dir, json),
+            PluginCommand::Check { file, params } => crate::plugin::check(&file, &params, json),
+        },
         Command::Gc { store } => {
             let engine = open_engine(&store, true)?;
             let report = engine.gc().await?;

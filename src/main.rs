@@ -1,6 +1,7 @@
 //! The `dinoflow` command line: it only wires the engine, the store and the stage plugins together.
 
 mod commands;
+mod plugin;
 mod progress;
 
 use std::process::ExitCode;
@@ -89,12 +90,49 @@ enum Command {
     },
     /// Print the JSON schema of workflow files (for editors).
     Schema,
+    /// Make, build and check WebAssembly filter plugins.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
     /// Remove outputs left incomplete by crashes (and damaged ones).
     Gc {
         /// Store URL.
         #[arg(long, default_value = ".dinoflow")]
         store: String,
     },
+}
+
+/// `dinoflow plugin ...`
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Create a new filter plugin crate from the template (it builds as is).
+    New {
+        /// The plugin's name (lower case, digits, `-`).
+        name: String,
+        /// The folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+    /// Build a plugin crate for wasm32 (into DIR/dist) and check the result.
+    Build {
+        /// The plugin crate's folder.
+        dir: std::path::PathBuf,
+    },
+    /// Load a plugin, print describe(), and run it on a sample batch.
+    Check {
+        /// The .wasm file.
+        file: std::path::PathBuf,
+        /// Parameters, `name=value`, repeatable.
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}`: write parameters as name=value"))
 }
 
 /// Where stages run.

@@ -344,6 +344,18 @@ impl Store {
     }
 }
 
+/// Reads the whole file at `url` (a path or any store URL).
+pub async fn read_url(url: &str) -> Result<Bytes> {
+    let (dir, name) = split_file_url(url);
+    Store::open(&dir)?.get(&name).await
+}
+
+/// Size and version of the file at `url`, or `None` when it does not exist.
+pub async fn stat_url(url: &str) -> Result<Option<Listed>> {
+    let (dir, name) = split_file_url(url);
+    Store::open(&dir)?.head(&name).await
+}
+
 /// Splits a file URL or path into the folder's URL and the file's name:
 /// `s3://b/x/y.gz` → (`s3://b/x`, `y.gz`), `data/a.png` → (`data`, `a.png`), `a.png` → (`.`, `a.png`).
 pub fn split_file_url(url: &str) -> (String, String) {

@@ -4,7 +4,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use bytes::Bytes;
-use dinoflow_storage::{Listed, Store, split_file_url};
+use dinoflow_storage::{Listed, Store};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::FolderLabels;
@@ -33,27 +33,24 @@ fn join_url(folder: &str, key: &str) -> String {
     format!("{}/{key}", folder.trim_end_matches('/'))
 }
 
-/// A file given by URL: its folder's store and its key.
-pub fn open_file(url: &str) -> Result<(Store, String), IngestError> {
-    let (dir, name) = split_file_url(url);
-    let store = Store::open(&dir).map_err(|e| source_err(url, e))?;
-    Ok((store, name))
-}
-
 /// Size and version of one file, for the fingerprint; a clear error when it is missing.
 pub async fn stat_file(url: &str) -> Result<Listed, IngestError> {
-    let (store, key) = open_file(url)?;
-    store
-        .head(&key)
+    dinoflow_storage::stat_url(url)
         .await
         .map_err(|e| source_err(url, e))?
-        .ok_or_else(|| source_err(url, "no such file; check the path (relative paths are relative to the current directory)"))
+        .ok_or_else(|| {
+            source_err(
+                url,
+                "no such file; check the path (relative paths are relative to the current directory)",
+            )
+        })
 }
 
 /// Reads a whole file.
 pub async fn read_file(url: &str) -> Result<Bytes, IngestError> {
-    let (store, key) = open_file(url)?;
-    store.get(&key).await.map_err(|e| source_err(url, e))
+    dinoflow_storage::read_url(url)
+        .await
+        .map_err(|e| source_err(url, e))
 }
 
 /// The files of a folder source, sorted, with their labels.

@@ -1,0 +1,410 @@
+//! Loading, checking, compiling, caching and running filter plugins.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::bindings::{Filter, FilterPre};
+use crate::error::WasmError;
+use crate::{Batch, Info, Param};
+
+/// Epoch ticks come every this many milliseconds.
+const TICK_MS: u64 = 5;
+
+/// Sandbox limits for one plugin instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-time limit for one call.
+    pub timeout_ms: u64,
+    /// Linear-memory cap in MiB.
+    pub memory_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            memory_mb: 256,
+        }
+    }
+}
+
+/// What a plugin says about itself (its `describe()`), plus its digest.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    /// The plugin's own description.
+    pub info: Info,
+    /// blake3 of the plugin file, hex.
+    pub digest: String,
+}
+
+impl PluginInfo {
+    /// The text of drop reason `code`.
+    pub fn reason(&self, code: u8) -> Option<&str> {
+        self.info
+            .reasons
+            .iter()
+            .find(|r| r.code == code)
+            .map(|r| r.text.as_str())
+    }
+}
+
+/// One wasmtime engine with an epoch ticker and a compiled-code cache folder.
+pub struct FilterHost {
+    engine: Engine,
+    cache_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FilterHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl FilterHost {
+    /// A host caching compiled plugins in `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Self, WasmError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker, flag) = (engine.weak(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(TICK_MS));
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| WasmError::Engine(e.to_string()))?;
+        Ok(Self {
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+            stop,
+        })
+    }
+
+    /// The default cache folder: `$DINOFLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/dinoflow/wasm`, else
+    /// `~/.cache/dinoflow/wasm`.
+    pub fn default_cache_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("DINOFLOW_CACHE_DIR") {
+            return PathBuf::from(d);
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("dinoflow").join("wasm")
+    }
+
+    /// Loads a plugin from its bytes (a component, or a core module carrying its component type),
+    /// refusing any import, compiling it (or reusing the cached compilation) and asking `describe()`.
+    /// `name` names the plugin in errors (usually the file name).
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<FilterPlugin, WasmError> {
+        let invalid = |reason: String| WasmError::Invalid {
+            plugin: name.to_string(),
+            reason,
+        };
+        let digest = blake3::hash(bytes).to_hex().to_string();
+        let component_bytes = to_component(bytes).map_err(|reason| {
+            if let Some(import) = reason.strip_prefix("import:") {
+                WasmError::ForbiddenImport {
+                    plugin: name.to_string(),
+                    import: import.to_string(),
+                }
+            } else {
+                invalid(reason)
+            }
+        })?;
+        let component = self.compile(&digest, &component_bytes, name)?;
+        let ty = component.component_type();
+        if let Some(import) = ty
+            .imports(&self.engine)
+            .find(|(_, import)| !types_only(&self.engine, &import.ty))
+            .map(|(name, _)| name.to_string())
+        {
+            return Err(WasmError::ForbiddenImport {
+                plugin: name.to_string(),
+                import,
+            });
+        }
+        let linker: Linker<State> = Linker::new(&self.engine);
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(FilterPre::new)
+            .map_err(|e| {
+                invalid(format!(
+                    "does not implement the dinoflow:filter world: {e:#}"
+                ))
+            })?;
+        let mut plugin = FilterPlugin {
+            name: name.to_string(),
+            engine: self.engine.clone(),
+            pre,
+            info: PluginInfo {
+                info: Info {
+                    name: String::new(),
+                    version: String::new(),
+                    description: String::new(),
+                    params: Vec::new(),
+                    reasons: Vec::new(),
+                    needs_pixels: false,
+                },
+                digest,
+            },
+        };
+        let mut probe = plugin.new_instance(Limits::default())?;
+        let info = probe
+            .bindings
+            .call_describe(&mut probe.store)
+            .map_err(|e| classify(name, Limits::default(), e, "describe", 0))?;
+        plugin.info.info = info;
+        Ok(plugin)
+    }
+
+    /// Compiles a component, or deserialises the compilation cached under its digest.
+    fn compile(&self, digest: &str, component: &[u8], name: &str) -> Result<Component, WasmError> {
+        let path = self
+            .cache_dir
+            .join(format!("{digest}-wasmtime{}.cwasm", wasmtime_version()));
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of this same wasmtime version
+            // (the version is in its name) into the user's own cache folder.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached compilation: {e:#}")
+                }
+            }
+        }
+        let compiled = Component::new(&self.engine, component).map_err(|e| WasmError::Invalid {
+            plugin: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Ok(bytes) = compiled.serialize() {
+            let cache_err = |e| WasmError::Cache {
+                path: path.display().to_string(),
+                source: e,
+            };
+            std::fs::create_dir_all(&self.cache_dir).map_err(cache_err)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes).map_err(cache_err)?;
+            std::fs::rename(&tmp, &path).map_err(cache_err)?;
+        }
+        Ok(compiled)
+    }
+}
+
+/// True for an import that only brings types (the WIT world's `use types.{...}`): nothing callable,
+/// so nothing the host must provide.
+fn types_only(engine: &Engine, item: &ComponentItem) -> bool {
+    match item {
+        ComponentItem::Type(_) => true,
+        ComponentItem::ComponentInstance(inst) => inst
+            .exports(engine)
+            .all(|(_, export)| matches!(export.ty, ComponentItem::Type(_))),
+        _ => false,
+    }
+}
+
+fn wasmtime_version() -> &'static str {
+    // Compiled code is only valid for the wasmtime that produced it.
+    "48"
+}
+
+/// Turns a core module carrying its component type (what `cargo build --target
+/// wasm32-unknown-unknown` with wit-bindgen produces) into a component; passes components through.
+/// Errors starting with `import:` name a forbidden import.
+fn to_component(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly file (bad magic number)".into());
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(bytes.to_vec()),
+        [0x01, 0x00, 0x00, 0x00] => {
+            if let Some(import) = first_core_import(bytes) {
+                return Err(format!("import:{import}"));
+            }
+            wit_component::ComponentEncoder::default()
+                .module(bytes)
+                .and_then(|e| e.validate(true).encode())
+                .map_err(|e| format!("{e:#}"))
+        }
+        _ => Err("unknown WebAssembly version".into()),
+    }
+}
+
+/// The first import of a core module that is not wit-bindgen's own plumbing, as `module::name`.
+fn first_core_import(bytes: &[u8]) -> Option<String> {
+    let parser = wasmtime::wasmparser::Parser::new(0);
+    for payload in parser.parse_all(bytes) {
+        if let Ok(wasmtime::wasmparser::Payload::ImportSection(reader)) = payload {
+            for import in reader.into_imports().flatten() {
+                return Some(format!("{}::{}", import.module, import.name));
+            }
+        }
+    }
+    None
+}
+
+/// Store data: the instance's resource limits.
+struct State {
+    limits: StoreLimits,
+}
+
+/// A loaded, compiled plugin, ready to be instantiated (one instance per worker thread).
+pub struct FilterPlugin {
+    name: String,
+    engine: Engine,
+    pre: FilterPre<State>,
+    info: PluginInfo,
+}
+
+impl FilterPlugin {
+    /// The plugin's name for errors (its file name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn new_instance(&self, limits: Limits) -> Result<FilterInstance, WasmError> {
+        let state = State {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(limits.memory_mb << 20).unwrap_or(usize::MAX))
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks(limits));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&self.name, limits, e, "instantiate", 0))?;
+        Ok(FilterInstance {
+            plugin: self.name.clone(),
+            store,
+            bindings,
+            limits,
+            codes: self.info.info.reasons.iter().map(|r| r.code).collect(),
+        })
+    }
+
+    /// A new instance configured with `params` (name → value as text), sandboxed by `limits`.
+    pub fn instantiate(
+        &self,
+        params: &[(String, String)],
+        limits: Limits,
+    ) -> Result<FilterInstance, WasmError> {
+        let mut inst = self.new_instance(limits)?;
+        let params: Vec<Param> = params
+            .iter()
+            .map(|(name, value)| Param {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        inst.store.set_epoch_deadline(ticks(limits));
+        match inst.bindings.call_configure(&mut inst.store, &params) {
+            Ok(Ok(())) => Ok(inst),
+            Ok(Err(reason)) => Err(WasmError::Config {
+                plugin: self.name.clone(),
+                reason,
+            }),
+            Err(e) => Err(classify(&self.name, limits, e, "configure", 0)),
+        }
+    }
+}
+
+fn ticks(limits: Limits) -> u64 {
+    limits.timeout_ms.div_ceil(TICK_MS).max(1)
+}
+
+/// Turns a wasmtime error from a call into the error the user sees.
+fn classify(
+    plugin: &str,
+    limits: Limits,
+    e: wasmtime::Error,
+    call: &'static str,
+    batch: u64,
+) -> WasmError {
+    let text = format!("{e:#}");
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        WasmError::Timeout {
+            plugin: plugin.to_string(),
+            batch,
+            limit_ms: limits.timeout_ms,
+        }
+    } else if text.contains("forcing trap when growing memory") {
+        WasmError::MemoryLimit {
+            plugin: plugin.to_string(),
+            batch,
+            limit_mb: limits.memory_mb,
+        }
+    } else {
+        WasmError::Trap {
+            plugin: plugin.to_string(),
+            call,
+            batch,
+            reason: text,
+        }
+    }
+}
+
+/// One configured instance of a plugin; use one per worker thread.
+pub struct FilterInstance {
+    plugin: String,
+    store: Store<State>,
+    bindings: Filter,
+    limits: Limits,
+    codes: Vec<u8>,
+}
+
+impl FilterInstance {
+    /// Runs the filter over `batch` (the `index`-th batch, for errors) and returns one code per row,
+    /// checked against the row count and the codes the plugin declared.
+    pub fn filter(&mut self, batch: &Batch, index: u64) -> Result<Vec<u8>, WasmError> {
+        let rows = batch.widths.len();
+        self.store.set_epoch_deadline(ticks(self.limits));
+        let codes = self
+            .bindings
+            .call_filter(&mut self.store, batch)
+            .map_err(|e| classify(&self.plugin, self.limits, e, "filter", index))?;
+        if codes.len() != rows {
+            return Err(WasmError::WrongLength {
+                plugin: self.plugin.clone(),
+                batch: index,
+                rows,
+                got: codes.len(),
+            });
+        }
+        let mut declared = [false; 256];
+        declared[0] = true;
+        for &c in &self.codes {
+            declared[c as usize] = true;
+        }
+        if let Some(&code) = codes.iter().find(|&&c| !declared[c as usize]) {
+            return Err(WasmError::UnknownCode {
+                plugin: self.plugin.clone(),
+                batch: index,
+                code,
+            });
+        }
+        Ok(codes)
+    }
+}

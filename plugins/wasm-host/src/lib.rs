@@ -1,0 +1,28 @@
+//! The sandboxed WebAssembly host for filter plugins: wasmtime's component model, the WIT world in
+//! `plugins/wit/filter.wit`, compiled code cached on disk by digest, no imports linked, an epoch
+//! deadline per batch and a memory cap per instance.
+
+mod error;
+mod host;
+
+pub use error::WasmError;
+pub use host::{FilterHost, FilterInstance, FilterPlugin, Limits, PluginInfo};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "filter" });
+}
+
+pub use bindings::dinoflow::filter::types::{Batch, Info, Param, ParamKind, ParamSpec, Reason};
+
+/// Format codes used in [`Batch::formats`], by index.
+pub const FORMAT_CODES: [&str; 8] = [
+    "unknown", "jpeg", "png", "webp", "gif", "bmp", "tiff", "idx",
+];
+
+/// The format code of a format name (0 for unknown names).
+pub fn format_code(name: &str) -> u8 {
+    FORMAT_CODES
+        .iter()
+        .position(|f| *f == name)
+        .map_or(0, |i| i as u8)
+}
