@@ -2,10 +2,13 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build test demo bench lint clean-store
+.PHONY: setup plugins build test demo bench lint
 
 setup:
 	bash scripts/setup.sh
+
+plugins:
+	bash scripts/build-plugins.sh
 
 build: setup
 	$(CARGO) build --release

@@ -7,7 +7,9 @@ ROOT=$PWD
 log() { printf '[setup] %s\n' "$*"; }
 
 # 1. Debian packages (only when root and missing).
-APT_PACKAGES=(dataset-fashion-mnist)
+# dataset-fashion-mnist: the main labelled set. rustc-web, cargo-web, rust-web-src: Debian's Rust with
+# the standard library's source, to build WebAssembly guests where rustup cannot add wasm32.
+APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,5 +55,8 @@ fi
 # 4. libtorch for the tch crate: the wheel's folder has libtorch's layout.
 TORCH_DIR=$(.venv/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')
 ln -sfn "$TORCH_DIR" .torch
+
+# 5. The WebAssembly guest filters (make plugins).
+bash scripts/build-plugins.sh
 
 log "done"

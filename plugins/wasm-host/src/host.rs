@@ -233,6 +233,8 @@ fn to_component(bytes: &[u8]) -> Result<Vec<u8>, String> {
     match bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(bytes.to_vec()),
         [0x01, 0x00, 0x00, 0x00] => {
+            // Validate first: the encoder assumes a well-formed module (it panics on truncated ones).
+            wasmtime::wasmparser::validate(bytes).map_err(|e| format!("{e}"))?;
             if let Some(import) = first_core_import(bytes) {
                 return Err(format!("import:{import}"));
             }
