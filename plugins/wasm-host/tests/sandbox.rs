@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use dinoflow_wasm::{Batch, FilterHost, Limits, WasmError};
 
 fn dist(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../filters/dist").join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-plugins.sh", p.display()))
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../filters/dist")
+        .join(name);
+    std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-plugins.sh", p.display()))
 }
 
 fn batch(rows: usize) -> Batch {
@@ -55,7 +58,9 @@ fn shipped_plugins_load_describe_and_filter() {
     }
     // min-size with min_side 50: widths 10..109, height 50 → width < 50 drops (40 of every 100).
     let plugin = host.load("min_size.wasm", &dist("min_size.wasm")).unwrap();
-    let mut inst = plugin.instantiate(&[("min_side".into(), "50".into())], Limits::default()).unwrap();
+    let mut inst = plugin
+        .instantiate(&[("min_side".into(), "50".into())], Limits::default())
+        .unwrap();
     let codes = inst.filter(&batch(1000), 0).unwrap();
     assert_eq!(codes.iter().filter(|&&c| c == 1).count(), 400);
     assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 600);
@@ -69,25 +74,77 @@ fn shipped_plugins_load_describe_and_filter() {
 #[test]
 fn endless_loop_stops_at_the_deadline() {
     let started = std::time::Instant::now();
-    let e = hostile("loop", Limits { timeout_ms: 200, memory_mb: 64 });
-    assert!(matches!(e, WasmError::Timeout { batch: 3, limit_ms: 200, .. }), "{e}");
+    let e = hostile(
+        "loop",
+        Limits {
+            timeout_ms: 200,
+            memory_mb: 64,
+        },
+    );
+    assert!(
+        matches!(
+            e,
+            WasmError::Timeout {
+                batch: 3,
+                limit_ms: 200,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(started.elapsed().as_secs_f64() < 5.0);
     assert!(e.to_string().contains("hostile.wasm"), "{e}");
 }
 
 #[test]
 fn memory_bomb_stops_at_the_cap() {
-    let e = hostile("bomb", Limits { timeout_ms: 10_000, memory_mb: 64 });
-    assert!(matches!(e, WasmError::MemoryLimit { batch: 3, limit_mb: 64, .. }), "{e}");
+    let e = hostile(
+        "bomb",
+        Limits {
+            timeout_ms: 10_000,
+            memory_mb: 64,
+        },
+    );
+    assert!(
+        matches!(
+            e,
+            WasmError::MemoryLimit {
+                batch: 3,
+                limit_mb: 64,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("hostile.wasm"), "{e}");
 }
 
 #[test]
 fn wrong_length_trap_and_undeclared_codes_are_errors() {
     let e = hostile("short", Limits::default());
-    assert!(matches!(e, WasmError::WrongLength { rows: 1000, got: 999, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            WasmError::WrongLength {
+                rows: 1000,
+                got: 999,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = hostile("trap", Limits::default());
-    assert!(matches!(e, WasmError::Trap { call: "filter", batch: 3, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            WasmError::Trap {
+                call: "filter",
+                batch: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("hostile.wasm"), "{e}");
     let e = hostile("bad-code", Limits::default());
     assert!(matches!(e, WasmError::UnknownCode { code: 7, .. }), "{e}");
@@ -103,7 +160,10 @@ fn bad_parameters_are_refused_with_the_plugins_message() {
         .unwrap();
     let text = e.to_string();
     assert!(matches!(e, WasmError::Config { .. }), "{text}");
-    assert!(text.contains("min_size.wasm") && text.contains("min_side"), "{text}");
+    assert!(
+        text.contains("min_size.wasm") && text.contains("min_side"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -117,7 +177,10 @@ fn imports_are_refused_and_named() {
     .unwrap();
     let e = host.load("wasi.wasm", &wasi_module).err().unwrap();
     assert!(matches!(e, WasmError::ForbiddenImport { .. }), "{e}");
-    assert!(e.to_string().contains("wasi_snapshot_preview1::fd_write"), "{e}");
+    assert!(
+        e.to_string().contains("wasi_snapshot_preview1::fd_write"),
+        "{e}"
+    );
     assert!(e.to_string().contains("wasi.wasm"), "{e}");
 
     let host_fn_component = wat::parse_str(
@@ -128,17 +191,35 @@ fn imports_are_refused_and_named() {
     .unwrap();
     let e = host.load("clock.wasm", &host_fn_component).err().unwrap();
     assert!(matches!(e, WasmError::ForbiddenImport { .. }), "{e}");
-    assert!(e.to_string().contains("wasi:clocks/wall-clock@0.2.0"), "{e}");
+    assert!(
+        e.to_string().contains("wasi:clocks/wall-clock@0.2.0"),
+        "{e}"
+    );
 }
 
 #[test]
 fn corrupt_files_are_refused() {
     let (host, _cache) = host();
-    let e = host.load("junk.wasm", b"MZ\x90\x00 not wasm at all").err().unwrap();
-    assert!(matches!(e, WasmError::Invalid { .. }) && e.to_string().contains("junk.wasm"), "{e}");
+    let e = host
+        .load("junk.wasm", b"MZ\x90\x00 not wasm at all")
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, WasmError::Invalid { .. }) && e.to_string().contains("junk.wasm"),
+        "{e}"
+    );
     let real = dist("min_size.wasm");
-    let e = host.load("cut.wasm", &real[..real.len() / 2]).err().unwrap();
-    assert!(matches!(e, WasmError::Invalid { .. }) && e.to_string().contains("cut.wasm"), "{e}");
-    let e = host.load("empty-module.wasm", &wat::parse_str("(module)").unwrap()).err().unwrap();
+    let e = host
+        .load("cut.wasm", &real[..real.len() / 2])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, WasmError::Invalid { .. }) && e.to_string().contains("cut.wasm"),
+        "{e}"
+    );
+    let e = host
+        .load("empty-module.wasm", &wat::parse_str("(module)").unwrap())
+        .err()
+        .unwrap();
     assert!(matches!(e, WasmError::Invalid { .. }), "{e}");
 }
