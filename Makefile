@@ -9,12 +9,13 @@ setup:
 
 plugins:
 	bash scripts/build-plugins.sh
+	bash scripts/build-c-plugins.sh
 
 build: setup
 	$(CARGO) build --release
 
 test: setup
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check

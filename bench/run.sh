@@ -37,6 +37,9 @@ echo "== ingest: Fashion-MNIST IDX, 70,000 images"
 read -r fsecs fimgs <<<"$(for i in 1 2 3; do stage_seconds bench/ingest-fmnist.yaml "$tmp/f$i"; done | sort -n | head -1)"
 $PY -c "print(f'  dinoflow ingest {$fimgs/$fsecs:10.0f} images/s ($fimgs images in {$fsecs:.2f}s)')"
 
+echo "== filters: wasm vs the same logic in native Rust, one thread (10M metadata rows; 100k 28x28 rows)"
+cargo bench -q -p dinoflow-wasm --bench filters 2>/dev/null | sed 's/^/  /'
+
 echo "== fully cached re-run of workflows/ingest-fashion-mnist.yaml"
 "$BIN" run workflows/ingest-fashion-mnist.yaml --store "$tmp/demo" >/dev/null 2>&1
 for i in 1 2 3; do

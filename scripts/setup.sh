@@ -9,7 +9,8 @@ log() { printf '[setup] %s\n' "$*"; }
 # 1. Debian packages (only when root and missing).
 # dataset-fashion-mnist: the main labelled set. rustc-web, cargo-web, rust-web-src: Debian's Rust with
 # the standard library's source, to build WebAssembly guests where rustup cannot add wasm32.
-APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src)
+# clang, lld, wasi-libc: the C guest filter (plugins/filters-c).
+APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src clang lld wasi-libc)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -56,7 +57,9 @@ fi
 TORCH_DIR=$(.venv/bin/python -c 'import torch,os;print(os.path.dirname(torch.__file__))')
 ln -sfn "$TORCH_DIR" .torch
 
-# 5. The WebAssembly guest filters (make plugins).
+# 5. The WebAssembly guest filters (make plugins): Rust guests, and the C guest (its first build
+#    installs wit-bindgen's C generator into .tools/).
 bash scripts/build-plugins.sh
+bash scripts/build-c-plugins.sh
 
 log "done"

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use dinoflow_wasm::{Batch, FilterHost, Limits};
+use dinoflow_wasm::{Batch, FilterHost, Limits, param_kind_name};
 
 /// The template crate of `plugin new`, with `__NAME__` for the plugin name.
 const TEMPLATE: [(&str, &str); 2] = [
@@ -55,7 +55,8 @@ pub fn new(name: &str, dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the guest crate in `dir` with `scripts/build-plugins.sh` and checks the result.
+/// Builds the guest crate in `dir` with `scripts/build-plugins.sh` (sharing the shipped guests'
+/// target folder, so the standard library is compiled once) into `dir/dist`, and checks the result.
 pub fn build(dir: &Path, json: bool) -> Result<ExitCode> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-plugins.sh");
     if !script.exists() {
@@ -65,11 +66,14 @@ pub fn build(dir: &Path, json: bool) -> Result<ExitCode> {
         );
     }
     let dist = dir.join("dist");
+    // Only this build's output is checked below.
+    if dist.is_dir() {
+        std::fs::remove_dir_all(&dist).with_context(|| format!("clearing {}", dist.display()))?;
+    }
     let status = std::process::Command::new("bash")
         .arg(&script)
         .arg(dir)
         .env("DINOFLOW_PLUGIN_DIST", &dist)
-        .env("DINOFLOW_PLUGIN_TARGET_DIR", dir.join("target"))
         .status()
         .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
@@ -155,7 +159,7 @@ pub fn check(file: &Path, params: &[(String, String)], json: bool) -> Result<Exi
         let params: Vec<_> = info
             .params
             .iter()
-            .map(|p| serde_json::json!({"name": p.name, "kind": format!("{:?}", p.kind), "default": p.default_value, "description": p.description}))
+            .map(|p| serde_json::json!({"name": p.name, "kind": param_kind_name(p.kind), "default": p.default_value, "description": p.description}))
             .collect();
         let reasons: Vec<_> = info
             .reasons
@@ -185,7 +189,7 @@ pub fn check(file: &Path, params: &[(String, String)], json: bool) -> Result<Exi
         println!(
             "  param {:<14} {:<10} default {:<12} {}",
             p.name,
-            format!("{:?}", p.kind).to_lowercase(),
+            param_kind_name(p.kind),
             p.default_value,
             p.description
         );

@@ -172,3 +172,49 @@ fn gc_removes_only_uncommitted_output_folders() {
             .all(|s| s["status"] == "cached")
     );
 }
+
+#[test]
+fn plugin_new_builds_as_is_and_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "plugin",
+        "new",
+        "keep-all",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crate_dir = dir.path().join("keep-all");
+    assert!(crate_dir.join("src/lib.rs").exists() && crate_dir.join("wit/filter.wit").exists());
+    let out = run(&["plugin", "build", crate_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = crate_dir.join("dist/keep_all.wasm");
+    let report = json(&run(&["--json", "plugin", "check", wasm.to_str().unwrap()]));
+    assert_eq!(report["name"], "keep-all");
+    // The template keeps every row of the 10,000-row sample.
+    assert_eq!(report["sample"]["codes"]["0"], 10_000);
+
+    let out = run(&[
+        "plugin",
+        "new",
+        "Bad Name",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&[
+        "plugin",
+        "check",
+        crate_dir.join("src/lib.rs").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lib.rs: invalid WebAssembly"));
+}

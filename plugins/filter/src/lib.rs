@@ -153,7 +153,11 @@ impl Stage for FilterStage {
                 })
             })?;
             let params = spec.text_params(&file_name(&spec.wasm)).map_err(failed)?;
-            plugins.push((file_name(&spec.wasm), bytes, params));
+            plugins.push(PluginFile {
+                name: file_name(&spec.wasm),
+                bytes,
+                params,
+            });
         }
         let workers = ctx.cpus.max(1);
         let loaded = tokio::task::spawn_blocking(move || load_all(plugins, workers, limits))
@@ -220,6 +224,16 @@ impl Stage for FilterStage {
     }
 }
 
+/// A row's fate: `None` when kept, else (index of the plugin that dropped it, its code).
+type Verdict = Option<(usize, u8)>;
+
+/// A plugin file to load: its name for errors, its bytes and its parameters as text.
+struct PluginFile {
+    name: String,
+    bytes: Bytes,
+    params: Vec<(String, String)>,
+}
+
 /// The loaded plugins and one instance chain per worker.
 struct Loaded {
     plugins: Vec<FilterPlugin>,
@@ -227,17 +241,13 @@ struct Loaded {
     _host: FilterHost,
 }
 
-fn load_all(
-    specs: Vec<(String, Bytes, Vec<(String, String)>)>,
-    workers: usize,
-    limits: Limits,
-) -> Result<Loaded, FilterError> {
+fn load_all(specs: Vec<PluginFile>, workers: usize, limits: Limits) -> Result<Loaded, FilterError> {
     let host = FilterHost::new(&FilterHost::default_cache_dir())?;
     let mut plugins = Vec::new();
     let mut params = Vec::new();
-    for (name, bytes, p) in specs {
-        plugins.push(host.load(&name, &bytes)?);
-        params.push(p);
+    for spec in specs {
+        plugins.push(host.load(&spec.name, &spec.bytes)?);
+        params.push(spec.params);
     }
     let mut instances = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -262,10 +272,10 @@ fn judge(
     plugins: &[FilterPlugin],
     instances: &[Mutex<Vec<FilterInstance>>],
     index: u64,
-) -> Result<Vec<Option<(usize, u8)>>, FilterError> {
+) -> Result<Vec<Verdict>, FilterError> {
     let n = batch.num_rows();
     let chunk = n.div_ceil(instances.len()).max(1);
-    let results: Vec<Result<Vec<Option<(usize, u8)>>, FilterError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<Verdict>, FilterError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .zip(instances)
@@ -299,7 +309,7 @@ fn run_chain(
     plugins: &[FilterPlugin],
     chain: &mut [FilterInstance],
     index: u64,
-) -> Result<Vec<Option<(usize, u8)>>, FilterError> {
+) -> Result<Vec<Verdict>, FilterError> {
     let n = part.num_rows();
     let mut verdicts = vec![None; n];
     let mut alive: Vec<u32> = (0..n as u32).collect();
@@ -344,27 +354,33 @@ fn dropped_batch(
     let (Some(ids), Some(sources)) = (ids, sources) else {
         return Err(FilterError::Worker("input is not an images dataset".into()));
     };
-    let mut cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<u8>, Vec<&str>) = Default::default();
-    for (row, v) in verdicts.iter().enumerate() {
-        if let Some((p, code)) = v {
-            cols.0.push(ids.value(row));
-            cols.1.push(sources.value(row));
-            cols.2.push(&labels[*p]);
-            cols.3.push(*code);
-            cols.4.push(
-                plugins[*p]
-                    .info()
-                    .reason(*code)
-                    .unwrap_or("undeclared reason"),
-            );
-        }
-    }
+    let rows: Vec<(usize, usize, u8)> = verdicts
+        .iter()
+        .enumerate()
+        .filter_map(|(row, v)| v.map(|(p, code)| (row, p, code)))
+        .collect();
+    let reason = |p: usize, code: u8| {
+        plugins[p]
+            .info()
+            .reason(code)
+            .unwrap_or("undeclared reason")
+    };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(cols.0)),
-        Arc::new(StringArray::from(cols.1)),
-        Arc::new(StringArray::from(cols.2)),
-        Arc::new(UInt8Array::from(cols.3)),
-        Arc::new(StringArray::from(cols.4)),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|&(r, _, _)| ids.value(r)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|&(r, _, _)| sources.value(r)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|&(_, p, _)| labels[p].as_str()),
+        )),
+        Arc::new(UInt8Array::from_iter_values(
+            rows.iter().map(|&(_, _, c)| c),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|&(_, p, c)| reason(p, c)),
+        )),
     ];
     Ok(RecordBatch::try_new(dropped_schema(), columns)?)
 }

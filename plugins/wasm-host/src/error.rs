@@ -43,7 +43,7 @@ pub enum WasmError {
     },
     /// The plugin tried to grow its memory past the cap.
     #[error(
-        "plugin {plugin}: batch {batch} exceeded the memory cap of {limit_mb} MB and was stopped"
+        "plugin {plugin}: batch {batch} exceeded the memory cap of {limit_mb} MiB and was stopped"
     )]
     MemoryLimit {
         /// The plugin.

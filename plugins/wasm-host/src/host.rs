@@ -13,6 +13,11 @@ use crate::bindings::{Filter, FilterPre};
 use crate::error::WasmError;
 use crate::{Batch, Info, Param};
 
+/// The contract's types-only import, followed by its version.
+const TYPES_IMPORT: &str = "dinoflow:filter/types@";
+/// The major version of the contract this host implements, with its dot.
+const CONTRACT_MAJOR: &str = "1.";
+
 /// Epoch ticks come every this many milliseconds.
 const TICK_MS: u64 = 5;
 
@@ -139,6 +144,15 @@ impl FilterHost {
                 import,
             });
         }
+        if let Some(version) = ty
+            .imports(&self.engine)
+            .find_map(|(name, _)| name.strip_prefix(TYPES_IMPORT).map(str::to_string))
+            .filter(|v| !v.starts_with(CONTRACT_MAJOR))
+        {
+            return Err(invalid(format!(
+                "built against dinoflow:filter@{version}, but this dinoflow speaks dinoflow:filter@{CONTRACT_MAJOR}x; rebuild it against plugins/wit/filter.wit"
+            )));
+        }
         let linker: Linker<State> = Linker::new(&self.engine);
         let pre = linker
             .instantiate_pre(&component)
@@ -247,14 +261,14 @@ fn to_component(bytes: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The first import of a core module that is not wit-bindgen's own plumbing, as `module::name`.
+/// The first import of a core module, as `module::name`.
 fn first_core_import(bytes: &[u8]) -> Option<String> {
     let parser = wasmtime::wasmparser::Parser::new(0);
     for payload in parser.parse_all(bytes) {
-        if let Ok(wasmtime::wasmparser::Payload::ImportSection(reader)) = payload {
-            for import in reader.into_imports().flatten() {
-                return Some(format!("{}::{}", import.module, import.name));
-            }
+        if let Ok(wasmtime::wasmparser::Payload::ImportSection(reader)) = payload
+            && let Some(import) = reader.into_imports().flatten().next()
+        {
+            return Some(format!("{}::{}", import.module, import.name));
         }
     }
     None

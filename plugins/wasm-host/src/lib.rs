@@ -26,3 +26,14 @@ pub fn format_code(name: &str) -> u8 {
         .position(|f| *f == name)
         .map_or(0, |i| i as u8)
 }
+
+/// The WIT name of a parameter kind (`integer`, `text-list`, ...).
+pub fn param_kind_name(kind: ParamKind) -> &'static str {
+    match kind {
+        ParamKind::Integer => "integer",
+        ParamKind::Number => "number",
+        ParamKind::Text => "text",
+        ParamKind::Flag => "flag",
+        ParamKind::TextList => "text-list",
+    }
+}

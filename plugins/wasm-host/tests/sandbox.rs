@@ -198,6 +198,15 @@ fn imports_are_refused_and_named() {
 }
 
 #[test]
+fn plugins_built_against_another_major_version_are_refused() {
+    let (host, _cache) = host();
+    let v2 = wat::parse_str(r#"(component (import "dinoflow:filter/types@2.0.0" (instance)))"#).unwrap();
+    let e = host.load("v2.wasm", &v2).err().unwrap();
+    assert!(matches!(e, WasmError::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("dinoflow:filter@2.0.0"), "{e}");
+}
+
+#[test]
 fn corrupt_files_are_refused() {
     let (host, _cache) = host();
     let e = host
@@ -222,4 +231,34 @@ fn corrupt_files_are_refused() {
         .err()
         .unwrap();
     assert!(matches!(e, WasmError::Invalid { .. }), "{e}");
+}
+
+#[test]
+fn the_c_guest_honours_the_same_contract() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../filters-c/dist/grey.wasm");
+    let bytes = std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-c-plugins.sh", p.display()));
+    let (host, _cache) = host();
+    let plugin = host.load("grey.wasm", &bytes).unwrap();
+    assert_eq!(plugin.info().info.name, "grey");
+    let mut b = batch(1000);
+    b.channels = (0..1000).map(|i| if i % 4 == 0 { 1 } else { 3 }).collect();
+    let mut inst = plugin
+        .instantiate(&[("keep".into(), "grey".into())], Limits::default())
+        .unwrap();
+    let codes = inst.filter(&b, 0).unwrap();
+    assert_eq!(
+        codes.iter().filter(|&&c| c == 1).count(),
+        750,
+        "colour rows dropped"
+    );
+    assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 250);
+    let e = plugin
+        .instantiate(&[("keep".into(), "blue".into())], Limits::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, WasmError::Config { .. }) && e.to_string().contains("keep"),
+        "{e}"
+    );
 }

@@ -38,10 +38,17 @@ impl Guest for Hostile {
     fn configure(params: Vec<Param>) -> Result<(), String> {
         for p in params {
             if p.name != "mode" {
-                return Err(format!("unknown parameter '{}'; the only one is 'mode'", p.name));
+                return Err(format!(
+                    "unknown parameter '{}'; the only one is 'mode'",
+                    p.name
+                ));
             }
             let Some(mode) = MODES.iter().find(|m| **m == p.value) else {
-                return Err(format!("mode '{}' is not one of: {}", p.value, MODES.join(", ")));
+                return Err(format!(
+                    "mode '{}' is not one of: {}",
+                    p.value,
+                    MODES.join(", ")
+                ));
             };
             *MODE.lock().unwrap_or_else(|e| e.into_inner()) = mode;
         }

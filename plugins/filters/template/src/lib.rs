@@ -13,10 +13,10 @@
 //!    nothing per row: the host sends batches of thousands of rows.
 //!
 //! The plugin may import nothing (no files, network, clocks or randomness): the host refuses it
-//! otherwise. Build it with `scripts/build-plugins.sh DIR` from the dinoflow repository.
+//! otherwise. Build it with `dinoflow plugin build DIR`.
 
-// `__WIT__` is replaced by the absolute path of dinoflow's plugins/wit folder (the contract,
-// package dinoflow:filter@1.0.0) when the template is copied.
+// `__WIT__` is replaced by `wit`, the plugin's own copy of the contract (package
+// dinoflow:filter@1.0.0), when the template is copied.
 wit_bindgen::generate!({ path: "__WIT__", world: "filter" });
 
 use std::sync::Mutex;
