@@ -218,3 +218,20 @@ fn plugin_new_builds_as_is_and_passes_check() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lib.rs: invalid WebAssembly"));
 }
+
+#[test]
+fn every_shipped_workflow_is_valid_and_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(common::repo_root().join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = run(&["--json", "plan", path.to_str().unwrap(), "--store", dir.path().to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(json(&out).as_array().unwrap().iter().all(|s| s["state"] == "run"));
+        seen += 1;
+    }
+    assert!(seen >= 2);
+}
