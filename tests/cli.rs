@@ -228,9 +228,26 @@ fn every_shipped_workflow_is_valid_and_plans() {
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
         }
-        let out = run(&["--json", "plan", path.to_str().unwrap(), "--store", dir.path().to_str().unwrap()]);
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-        assert!(json(&out).as_array().unwrap().iter().all(|s| s["state"] == "run"));
+        let out = run(&[
+            "--json",
+            "plan",
+            path.to_str().unwrap(),
+            "--store",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            json(&out)
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["state"] == "run")
+        );
         seen += 1;
     }
     assert!(seen >= 2);

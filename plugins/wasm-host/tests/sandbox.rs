@@ -200,7 +200,8 @@ fn imports_are_refused_and_named() {
 #[test]
 fn plugins_built_against_another_major_version_are_refused() {
     let (host, _cache) = host();
-    let v2 = wat::parse_str(r#"(component (import "dinoflow:filter/types@2.0.0" (instance)))"#).unwrap();
+    let v2 =
+        wat::parse_str(r#"(component (import "dinoflow:filter/types@2.0.0" (instance)))"#).unwrap();
     let e = host.load("v2.wasm", &v2).err().unwrap();
     assert!(matches!(e, WasmError::Invalid { .. }), "{e}");
     assert!(e.to_string().contains("dinoflow:filter@2.0.0"), "{e}");
