@@ -41,6 +41,8 @@ pub struct PlannedStage {
     pub fingerprint: String,
     /// What went into the fingerprint.
     pub parts: FingerprintParts,
+    /// A human summary of each extra input (`84 file(s), 11.0 MB`), by name.
+    pub extra_summaries: BTreeMap<String, String>,
     /// Cached or to run.
     #[serde(flatten)]
     pub state: PlanState,
@@ -204,8 +206,12 @@ impl Engine {
                 version: node.stage.version().to_string(),
                 config: node.config.canonical.clone(),
                 inputs,
-                extras: extras.into_iter().map(|x| (x.name, x.digest)).collect(),
+                extras: extras
+                    .iter()
+                    .map(|x| (x.name.clone(), x.digest.clone()))
+                    .collect(),
             };
+            let extra_summaries = extras.into_iter().map(|x| (x.name, x.summary)).collect();
             let fingerprint = parts.fingerprint();
             let (state, manifest) = match self.store.check_cached(&fingerprint).await? {
                 CacheState::Hit(m) => (PlanState::Cached, Some(m)),
@@ -219,6 +225,7 @@ impl Engine {
                 name: node.name.clone(),
                 fingerprint,
                 parts,
+                extra_summaries,
                 state,
                 manifest,
             });
