@@ -17,6 +17,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(dinoflow_ingest::Ingest);
     r.register(dinoflow_filter::FilterStage);
+    r.register(dinoflow_embed::Embed);
     r
 }
 

@@ -28,6 +28,16 @@ pub enum StageError {
     /// The stage was asked for an input port it was not given.
     #[error("no input `{0}`")]
     MissingInput(String),
+    /// The artifact connected to an input has no file with the expected name.
+    #[error("the artifact on input `{port}` has no file `{name}` (it has: {present})")]
+    MissingArtifactFile {
+        /// The input port.
+        port: String,
+        /// The file name looked for.
+        name: String,
+        /// The files it has.
+        present: String,
+    },
 }
 
 impl StageError {

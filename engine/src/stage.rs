@@ -302,6 +302,40 @@ impl StageContext {
         )?)
     }
 
+    /// Reads the file named `name` (its last path component) of the artifact on input `port`.
+    pub async fn input_artifact_file(
+        &self,
+        port: &str,
+        name: &str,
+    ) -> Result<bytes::Bytes, StageError> {
+        let input = self
+            .inputs
+            .get(port)
+            .ok_or_else(|| StageError::MissingInput(port.to_string()))?;
+        let file = input
+            .output
+            .files
+            .iter()
+            .find(|f| f.path.rsplit('/').next() == Some(name))
+            .ok_or_else(|| StageError::MissingArtifactFile {
+                port: port.to_string(),
+                name: name.to_string(),
+                present: input
+                    .output
+                    .files
+                    .iter()
+                    .map(|f| f.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let key = format!(
+            "{}/{}",
+            dinoflow_storage::object_dir(&input.fingerprint),
+            file.path
+        );
+        Ok(self.store.get(&key).await?)
+    }
+
     /// Starts writing the dataset for output `port`; hand the finished writer to [`Self::finish_dataset`].
     pub fn dataset_writer(&self, port: &str, schema: SchemaRef) -> DatasetWriter {
         DatasetWriter::new(

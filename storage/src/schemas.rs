@@ -1,5 +1,5 @@
 //! The Arrow schemas that several stages share: `images` (ingest → filter → dedup → retrieval) and
-//! `errors` (rows that could not be ingested, with the reason).
+//! `errors` (rows that could not be ingested, with the reason) and `embeddings` (one vector per image).
 
 use std::sync::Arc;
 
@@ -51,6 +51,38 @@ pub fn images_schema() -> SchemaRef {
         Field::new(PIXEL_WIDTH, DataType::UInt32, false),
         Field::new(PIXEL_HEIGHT, DataType::UInt32, false),
     ]))
+}
+
+/// Columns of the embeddings schema.
+pub mod embeddings {
+    /// The image's `id` (as in the images schema).
+    pub const ID: &str = "id";
+    /// The vector: `FixedSizeList<Float32>` of the model's dimension.
+    pub const EMBEDDING: &str = "embedding";
+}
+
+/// The embeddings schema for vectors of `dim` values.
+pub fn embeddings_schema(dim: i32) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(embeddings::ID, DataType::Utf8, false),
+        Field::new(
+            embeddings::EMBEDDING,
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim),
+            false,
+        ),
+    ]))
+}
+
+/// Builds a batch of the embeddings schema from ids and their row-major vectors (`ids.len() × dim`).
+pub fn embeddings_batch(
+    ids: ArrayRef,
+    vectors: Vec<f32>,
+    dim: i32,
+) -> Result<RecordBatch, ArrowError> {
+    let values = Arc::new(arrow_array::Float32Array::from(vectors));
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let list = arrow_array::FixedSizeListArray::try_new(item, dim, values, None)?;
+    RecordBatch::try_new(embeddings_schema(dim), vec![ids, Arc::new(list)])
 }
 
 /// The errors schema: `source`, `file_size`, `error`.

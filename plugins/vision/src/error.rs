@@ -41,6 +41,9 @@ pub enum VisionError {
     /// An images batch could not be turned into a tensor.
     #[error("images batch: {0}")]
     Images(String),
+    /// An augmentation or normalisation step failed.
+    #[error(transparent)]
+    Augment(#[from] crate::augment::AugmentError),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -1,5 +1,5 @@
-//! Image → tensor: rows of the images dataset (8-bit interleaved pixels) to float tensors, and the
-//! ImageNet normalisation DINOv2 uses.
+//! Image → tensor: rows of the images dataset (8-bit interleaved pixels) to float tensors in [0, 1]
+//! (normalise them with [`crate::augment::normalize`]).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt32Type};
@@ -7,30 +7,8 @@ use arrow_array::{Array, RecordBatch};
 use dinoflow_storage::schemas::images;
 use tch::{Device, Kind, Tensor};
 
+use crate::augment::rgb_to_grayscale;
 use crate::error::VisionError;
-
-/// ImageNet channel means (RGB) used by DINOv2.
-pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-/// ImageNet channel standard deviations (RGB) used by DINOv2.
-pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
-
-/// Mean and std per channel for `channels` (1: the averages of the RGB values).
-pub fn imagenet_stats(channels: i64) -> (Vec<f64>, Vec<f64>) {
-    if channels == 1 {
-        let avg = |v: [f64; 3]| vec![v.iter().sum::<f64>() / 3.0];
-        (avg(IMAGENET_MEAN), avg(IMAGENET_STD))
-    } else {
-        (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec())
-    }
-}
-
-/// (x − mean) / std per channel of a (B, C, H, W) tensor.
-pub fn normalize(x: &Tensor, mean: &[f64], std: &[f64]) -> Tensor {
-    let opts = (x.kind(), x.device());
-    let m = Tensor::from_slice(mean).to_kind(opts.0).to_device(opts.1);
-    let s = Tensor::from_slice(std).to_kind(opts.0).to_device(opts.1);
-    (x - m.view([1, -1, 1, 1])) / s.view([1, -1, 1, 1])
-}
 
 /// How a stored image becomes a `size`×`size` input.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,23 +43,20 @@ fn pixels_to_tensor(
         .permute([0, 3, 1, 2])
         .to_kind(Kind::Float)
         / 255.0;
-    Ok(convert_channels(&t, channels))
+    convert_channels(&t, channels)
 }
 
-/// Converts (B, C, H, W) between 1 and 3 channels.
-pub fn convert_channels(x: &Tensor, channels: i64) -> Tensor {
+/// Converts (B, C, H, W) between 1 and 3 channels (RGB → grey with the luma weights, grey → RGB by
+/// replication).
+pub fn convert_channels(x: &Tensor, channels: i64) -> Result<Tensor, VisionError> {
     let c = x.size()[1];
-    if c == channels {
+    Ok(if c == channels {
         x.shallow_clone()
     } else if channels == 1 {
-        let w = Tensor::from_slice(&[0.299f32, 0.587, 0.114])
-            .to_device(x.device())
-            .to_kind(x.kind())
-            .view([1, 3, 1, 1]);
-        (x * w).sum_dim_intlist(1, true, x.kind())
+        rgb_to_grayscale(x)?
     } else {
         x.expand([-1, channels, -1, -1], false).contiguous()
-    }
+    })
 }
 
 /// Resizes the shorter side and centre-crops to `t.size`, as [`ImageTransform`] describes.
@@ -176,7 +151,7 @@ pub fn images_to_tensor(
             .permute([0, 3, 1, 2])
             .to_kind(Kind::Float)
             / 255.0;
-        resize_crop(&convert_channels(&t, transform.channels), transform)
+        resize_crop(&convert_channels(&t, transform.channels)?, transform)
     } else {
         let mut rows = Vec::with_capacity(n);
         for i in 0..n {

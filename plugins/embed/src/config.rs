@@ -1,0 +1,90 @@
+//! The embed stage's configuration (`with:`).
+
+use dinoflow_vision::DeviceChoice;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of the `embed` stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// Which model computes the vectors.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// Images per forward pass (ViT) or per parallel batch (descriptor).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Where the ViT runs: `auto` (CUDA when visible, else CPU), `cpu` or `cuda`. On CUDA the model
+    /// runs in bfloat16 and the vectors are written as float32.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// L2-normalise each vector (so cosine similarity is a dot product).
+    #[serde(default = "default_true")]
+    pub normalize: bool,
+    /// ViT only: the input side in pixels (a multiple of the patch size). Default: the model's
+    /// native size when it is at most 224, else 224.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
+    /// ViT only: the shorter side is resized to `image_size / crop_fraction` before the centre
+    /// crop (DINOv2's evaluation uses 0.875; 1.0 keeps the whole shorter side).
+    #[serde(default = "default_crop_fraction")]
+    pub crop_fraction: f64,
+    /// ViT only: which tokens make the vector.
+    #[serde(default)]
+    pub features: Features,
+}
+
+fn default_batch_size() -> usize {
+    256
+}
+fn default_true() -> bool {
+    true
+}
+fn default_crop_fraction() -> f64 {
+    1.0
+}
+
+/// The model of the embed stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// The built-in copy-detection descriptor (low-frequency DCT of the grey image); no training.
+    #[default]
+    Dct,
+    /// A ViT from a preset, with weights from a safetensors file (timm key names) or, without
+    /// `weights`, randomly initialised from `seed` (a baseline).
+    Vit(VitSpec),
+    /// The ViT artifact connected to the stage's `model` input (from pretrain or distill).
+    Input,
+}
+
+/// A ViT named by preset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VitSpec {
+    /// `tiny`, `small`, `base`, `large`, `giant` (patch 14) or `tiny-28` (patch 4, 28 px, grey).
+    pub preset: String,
+    /// A safetensors file (path or URL) in timm's DINOv2 key layout. Its bytes are part of the
+    /// fingerprint. Without it the model is randomly initialised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+    /// Register tokens for a randomly initialised model (a weights file decides on its own).
+    #[serde(default)]
+    pub registers: i64,
+    /// Seed of the random initialisation.
+    #[serde(default)]
+    pub seed: i64,
+}
+
+/// Which ViT tokens form the vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Features {
+    /// The final-norm cls token (DINOv2's kNN features).
+    #[default]
+    Cls,
+    /// The mean of the final-norm patch tokens.
+    MeanPatch,
+    /// cls and mean patch token concatenated.
+    ClsMeanPatch,
+}

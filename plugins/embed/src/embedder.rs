@@ -1,0 +1,133 @@
+//! The model behind the embed stage: the built-in descriptor or a ViT, applied to one batch of
+//! image rows at a time.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt8Type, UInt32Type};
+use arrow_array::{Array, RecordBatch};
+use dinoflow_storage::schemas::images;
+use dinoflow_vision::augment::{MultiCropConfig, normalize};
+use dinoflow_vision::tch::{Device, Kind, Tensor};
+use dinoflow_vision::tensor::{ImageTransform, images_to_tensor};
+use dinoflow_vision::{VisionError, VitModel, VitOutput};
+use rayon::prelude::*;
+
+use crate::EmbedError;
+use crate::config::Features;
+use crate::descriptor::{DESCRIPTOR_DIM, dct_descriptor};
+
+/// A ready model: call [`Embedder::embed`] per batch. Owned by one thread at a time.
+pub enum Embedder {
+    /// The copy-detection descriptor.
+    Dct,
+    /// A ViT with its input transform.
+    Vit(VitEmbedder),
+}
+
+/// A ViT, the transform that feeds it and how its tokens become a vector.
+pub struct VitEmbedder {
+    /// The model (in bfloat16 on CUDA).
+    pub model: VitModel,
+    /// How stored images become inputs.
+    pub transform: ImageTransform,
+    /// Which tokens form the vector.
+    pub features: Features,
+}
+
+impl Embedder {
+    /// Values per vector.
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Dct => DESCRIPTOR_DIM,
+            Self::Vit(v) => {
+                let d = v.model.config().embed_dim as usize;
+                if v.features == Features::ClsMeanPatch {
+                    2 * d
+                } else {
+                    d
+                }
+            }
+        }
+    }
+
+    /// The vectors of the batch's rows, row-major (`rows × dim`), L2-normalised when `unit`.
+    pub fn embed(&self, batch: &RecordBatch, unit: bool) -> Result<Vec<f32>, EmbedError> {
+        match self {
+            Self::Dct => dct_batch(batch),
+            Self::Vit(v) => v.embed(batch, unit),
+        }
+    }
+}
+
+fn dct_batch(batch: &RecordBatch) -> Result<Vec<f32>, EmbedError> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| EmbedError::Input(format!("the images batch has no `{name}` column")))
+    };
+    let pixels = column(images::PIXELS)?;
+    let pixels = pixels
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| EmbedError::Input("`pixels` is not a binary column".into()))?;
+    let width = column(images::PIXEL_WIDTH)?;
+    let width = width
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| EmbedError::Input("`pixel_width` is not uint32".into()))?;
+    let height = column(images::PIXEL_HEIGHT)?;
+    let height = height
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| EmbedError::Input("`pixel_height` is not uint32".into()))?;
+    let channels = column(images::CHANNELS)?;
+    let channels = channels
+        .as_primitive_opt::<UInt8Type>()
+        .ok_or_else(|| EmbedError::Input("`channels` is not uint8".into()))?;
+    let rows: Vec<Vec<f32>> = (0..batch.num_rows())
+        .into_par_iter()
+        .map(|i| {
+            if pixels.is_null(i) {
+                return Err(EmbedError::Input(format!("row {i} has no pixels")));
+            }
+            Ok(dct_descriptor(
+                pixels.value(i),
+                width.value(i),
+                height.value(i),
+                channels.value(i),
+            )?)
+        })
+        .collect::<Result<_, EmbedError>>()?;
+    Ok(rows.concat())
+}
+
+impl VitEmbedder {
+    fn embed(&self, batch: &RecordBatch, unit: bool) -> Result<Vec<f32>, EmbedError> {
+        let device = self.model.vs.device();
+        let x = images_to_tensor(batch, &self.transform, device)?;
+        let (mean, std) = MultiCropConfig::dinov2().normalization(self.transform.channels);
+        let x = normalize(&x, &mean, &std)
+            .map_err(VisionError::from)?
+            .to_kind(self.model.vs.kind());
+        let out = dinoflow_vision::tch::no_grad(|| self.model.vit.forward(&x, None, false))?;
+        let mut v = features(&out, self.features).to_kind(Kind::Float);
+        if unit {
+            let norm = v
+                .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+                .clamp_min(1e-12);
+            v = v / norm;
+        }
+        let v = v.to_device(Device::Cpu).contiguous().flatten(0, -1);
+        Ok(Vec::<f32>::try_from(&v).map_err(VisionError::from)?)
+    }
+}
+
+fn features(out: &VitOutput, which: Features) -> Tensor {
+    match which {
+        Features::Cls => out.cls.shallow_clone(),
+        Features::MeanPatch => out.patches.mean_dim([1i64].as_slice(), false, None::<Kind>),
+        Features::ClsMeanPatch => Tensor::cat(
+            &[
+                out.cls.shallow_clone(),
+                out.patches.mean_dim([1i64].as_slice(), false, None::<Kind>),
+            ],
+            1,
+        ),
+    }
+}
