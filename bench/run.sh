@@ -40,6 +40,30 @@ $PY -c "print(f'  dinoflow ingest {$fimgs/$fsecs:10.0f} images/s ($fimgs images 
 echo "== filters: wasm vs the same logic in native Rust, one thread (10M metadata rows; 100k 28x28 rows)"
 cargo bench -q -p dinoflow-wasm --bench filters 2>/dev/null | sed 's/^/  /'
 
+echo "== embed: ViT-S/14 at 224 px (256 images) and the tiny-28 preset at 28 px (10,000 images), $CORES threads"
+echo "   dinoflow: the whole embed stage (Parquet read, resize, normalise, forward, write);"
+echo "   PyTorch: timm's same ViT, forward passes only on ready tensors. Best of 2."
+for i in 1 2; do
+  "$BIN" --json run bench/embed-vit.yaml --store "$tmp/e$i" --cpus "$CORES" > "$tmp/e$i.json"
+done
+for model in small_224:64:256 tiny_28:256:10000; do
+  IFS=: read -r name batch count <<<"$model"
+  for i in 1 2; do $PY bench/embed_torch.py "$name" "$count" "$batch" "$CORES"; done > "$tmp/t-$name.json"
+done
+$PY - "$tmp" <<'PYEOF'
+import json, sys
+tmp = sys.argv[1]
+out = {}
+for name in ["small_224", "tiny_28"]:
+    runs = [json.load(open(f"{tmp}/e{i}.json")) for i in (1, 2)]
+    stage = lambda r: next(s for s in r["stages"] if s["name"] == name)
+    d = max(stage(r)["rows"]["embeddings"] / stage(r)["seconds"] for r in runs)
+    t = max(json.loads(l)["images_per_s"] for l in open(f"{tmp}/t-{name}.json"))
+    print(f"  {name:10} dinoflow {d:8.1f} images/s   PyTorch {t:8.1f} images/s   -> dinoflow {d/t:.2f}x")
+    out[name] = {"dinoflow_images_per_s": d, "pytorch_images_per_s": t}
+json.dump(out, open("bench/out/embed-vit.json", "w"), indent=1)
+PYEOF
+
 echo "== fully cached re-run of workflows/ingest-fashion-mnist.yaml"
 "$BIN" run workflows/ingest-fashion-mnist.yaml --store "$tmp/demo" >/dev/null 2>&1
 for i in 1 2 3; do

@@ -20,8 +20,9 @@ echo "== dinoflow plan $WF"
 $BIN plan "$WF"
 echo "== dinoflow show fmnist_train"
 $BIN show fmnist_train
-echo "== curation: the same ingest (cached: same fingerprints), then WebAssembly filters"
+echo "== curation: the same ingest (cached: same fingerprints), WebAssembly filters, copy-detection vectors"
 $BIN dag workflows/curate.yaml
 $BIN run workflows/curate.yaml
 $BIN show photos_curated
+$BIN show fmnist_vectors
 echo "outputs are Parquet under .dinoflow/objects/; history in .dinoflow/runs.db"

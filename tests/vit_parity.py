@@ -1,13 +1,14 @@
 """Writes the ViT parity fixtures: timm DINOv2 models with random weights, inputs and timm's outputs.
 
-Usage: python tests/vit_parity.py OUT_DIR
+Usage: python tests/vit_parity.py OUT_DIR [--weights-only]
 
-For each model (ViT-S/14 without and with 4 registers) this writes OUT_DIR/<model>.weights.safetensors
+For each model (ViT-S/14 without and with 4 registers, and a 2-block D=192 model with timm's packed
+SwiGLU feed-forward as in ViT-g, named `swiglu_2block`) this writes OUT_DIR/<model>.weights.safetensors
 (timm's state dict, timm key names) and OUT_DIR/<model>.io.safetensors with, per resolution R in
-{518 (native grid), 224 (interpolated position embedding)}: `input_R` (2, 3, R, R), `cls_R` (2, 384),
-`patches_R` (2, N, 384) from forward_features, and `last4_cls_R` (4, 2, 384): the final-norm cls token
-of each of the last four blocks (DINOv2's get_intermediate_layers(n=4, norm=True)). The Rust test
-plugins/vision/tests/parity.rs loads these and compares.
+{518 (native grid), 224 (interpolated position embedding)}: `input_R` (2, 3, R, R), `cls_R` (2, D),
+`patches_R` (2, N, D) from forward_features, and `last4_cls_R` (n, 2, D): the final-norm cls token
+of each of the last n = min(4, depth) blocks (DINOv2's get_intermediate_layers(n, norm=True)). The
+Rust test plugins/vision/tests/parity.rs loads these and compares.
 """
 
 import sys
@@ -15,8 +16,21 @@ import sys
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.layers import SwiGLUPacked
+from timm.models.vision_transformer import VisionTransformer
 
-MODELS = ["vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2"]
+MODELS = ["vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2", "swiglu_2block"]
+
+
+def create(name: str) -> torch.nn.Module:
+    if name == "swiglu_2block":
+        # ViT-g's block design (timm's vit_giant_patch14_dinov2 arguments) at a testable size.
+        return VisionTransformer(
+            img_size=518, patch_size=14, embed_dim=192, depth=2, num_heads=3, init_values=1e-5,
+            mlp_ratio=2.66667 * 2, mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, num_classes=0,
+            dynamic_img_size=True,
+        )
+    return timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
 RESOLUTIONS = [518, 224]
 
 
@@ -39,23 +53,26 @@ def last4_cls(model, x: torch.Tensor) -> torch.Tensor:
     x = model._pos_embed(x)
     x = model.norm_pre(x)
     outs = []
+    n = min(4, len(model.blocks))
     for i, blk in enumerate(model.blocks):
         x = blk(x)
-        if i >= len(model.blocks) - 4:
+        if i >= len(model.blocks) - n:
             outs.append(model.norm(x)[:, 0])
     return torch.stack(outs)
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str, weights_only: bool) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234)
     for name in MODELS:
-        model = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+        model = create(name)
         model.eval()
         randomise(model, gen)
         prefix = 1 + model.num_reg_tokens
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, f"{out_dir}/{name}.weights.safetensors")
+        if weights_only:
+            continue
         io = {}
         with torch.no_grad():
             for r in RESOLUTIONS:
@@ -70,4 +87,4 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--weights-only" in sys.argv[2:])

@@ -1,6 +1,6 @@
 //! The embed stage's configuration (`with:`).
 
-use dinoflow_vision::DeviceChoice;
+use dinoflow_vision::{DeviceChoice, Preset};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,12 @@ pub struct EmbedConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Where the ViT runs: `auto` (CUDA when visible, else CPU), `cpu` or `cuda`. On CUDA the model
-    /// runs in bfloat16 and the vectors are written as float32.
+    /// runs in bfloat16 and the vectors are written as float32. The device is not part of the
+    /// fingerprint: a cached result may come from either. The descriptor always runs on the CPU.
     #[serde(default)]
     pub device: DeviceChoice,
-    /// L2-normalise each vector (so cosine similarity is a dot product).
+    /// ViT only: L2-normalise each vector (so cosine similarity is a dot product). The descriptor's
+    /// vectors are always unit length (all zero for a constant image).
     #[serde(default = "default_true")]
     pub normalize: bool,
     /// ViT only: the input side in pixels (a multiple of the patch size). Default: the model's
@@ -63,7 +65,7 @@ pub enum ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct VitSpec {
     /// `tiny`, `small`, `base`, `large`, `giant` (patch 14) or `tiny-28` (patch 4, 28 px, grey).
-    pub preset: String,
+    pub preset: Preset,
     /// A safetensors file (path or URL) in timm's DINOv2 key layout. Its bytes are part of the
     /// fingerprint. Without it the model is randomly initialised.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,10 +17,10 @@ use crate::descriptor::{DESCRIPTOR_DIM, dct_descriptor};
 
 /// A ready model: call [`Embedder::embed`] per batch. Owned by one thread at a time.
 pub enum Embedder {
-    /// The copy-detection descriptor.
-    Dct,
+    /// The copy-detection descriptor, computed on a pool of the stage's threads.
+    Dct(rayon::ThreadPool),
     /// A ViT with its input transform.
-    Vit(VitEmbedder),
+    Vit(Box<VitEmbedder>),
 }
 
 /// A ViT, the transform that feeds it and how its tokens become a vector.
@@ -37,7 +37,7 @@ impl Embedder {
     /// Values per vector.
     pub fn dim(&self) -> usize {
         match self {
-            Self::Dct => DESCRIPTOR_DIM,
+            Self::Dct(_) => DESCRIPTOR_DIM,
             Self::Vit(v) => {
                 let d = v.model.config().embed_dim as usize;
                 if v.features == Features::ClsMeanPatch {
@@ -52,7 +52,7 @@ impl Embedder {
     /// The vectors of the batch's rows, row-major (`rows × dim`), L2-normalised when `unit`.
     pub fn embed(&self, batch: &RecordBatch, unit: bool) -> Result<Vec<f32>, EmbedError> {
         match self {
-            Self::Dct => dct_batch(batch),
+            Self::Dct(pool) => pool.install(|| dct_batch(batch)),
             Self::Vit(v) => v.embed(batch, unit),
         }
     }
@@ -111,7 +111,7 @@ impl VitEmbedder {
             let norm = v
                 .norm_scalaropt_dim(2, [1i64].as_slice(), true)
                 .clamp_min(1e-12);
-            v = v / norm;
+            v /= norm;
         }
         let v = v.to_device(Device::Cpu).contiguous().flatten(0, -1);
         Ok(Vec::<f32>::try_from(&v).map_err(VisionError::from)?)

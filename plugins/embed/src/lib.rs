@@ -17,7 +17,7 @@ use dinoflow_storage::read_url;
 use dinoflow_storage::schemas::{embeddings_batch, embeddings_schema, images};
 use dinoflow_vision::tch::{self, Device};
 use dinoflow_vision::tensor::ImageTransform;
-use dinoflow_vision::{DeviceChoice, VisionError, VitConfig, VitModel};
+use dinoflow_vision::{DeviceChoice, VisionError, VitModel};
 use futures::TryStreamExt;
 
 pub use config::{EmbedConfig, Features, ModelSpec, VitSpec};
@@ -100,7 +100,7 @@ impl Stage for Embed {
     fn resources(&self, config: &EmbedConfig) -> Resources {
         Resources {
             cpus: u32::MAX,
-            gpus: u32::from(config.device == DeviceChoice::Cuda),
+            gpus: u32::from(config.device == DeviceChoice::Cuda && config.model != ModelSpec::Dct),
             memory_gb: 2.0,
         }
     }
@@ -147,7 +147,8 @@ impl Stage for Embed {
         };
         tch::set_num_threads(ctx.cpus.min(i32::MAX as usize) as i32);
         let cfg = config.clone();
-        let mut embedder = tokio::task::spawn_blocking(move || build(&cfg, weights))
+        let cpus = ctx.cpus;
+        let mut embedder = tokio::task::spawn_blocking(move || build(&cfg, weights, cpus))
             .await
             .map_err(|e| failed(EmbedError::Worker(e.to_string())))?
             .map_err(failed)?;
@@ -194,26 +195,33 @@ async fn read_weights(path: &str) -> Result<Bytes, StageError> {
     })
 }
 
-/// Builds the model named by `config` on its device (weights given as bytes and a name for errors).
+/// Builds the model named by `config` (weights given as bytes and a name for errors), using at
+/// most `cpus` threads for the descriptor.
 pub fn build(
     config: &EmbedConfig,
     weights: Option<(Bytes, String)>,
+    cpus: usize,
 ) -> Result<Embedder, EmbedError> {
-    let device = config.device.resolve()?;
+    let device = || config.device.resolve();
     let model = match (&config.model, weights) {
-        (ModelSpec::Dct, _) => return Ok(Embedder::Dct),
+        (ModelSpec::Dct, _) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(cpus.max(1))
+                .build()
+                .map_err(|e| EmbedError::Worker(e.to_string()))?;
+            return Ok(Embedder::Dct(pool));
+        }
         (ModelSpec::Vit(spec), None) => {
-            let mut vit = VitConfig::preset(&spec.preset)?;
+            let mut vit = spec.preset.config();
             vit.registers = spec.registers;
             tch::manual_seed(spec.seed);
-            VitModel::new(&vit, device)?
+            VitModel::new(&vit, device()?)?
         }
         (ModelSpec::Vit(spec), Some((bytes, name))) => {
-            let preset = VitConfig::preset(&spec.preset)?;
-            VitModel::from_safetensors(&bytes, &name, Some(&preset), device)?
+            VitModel::from_safetensors(&bytes, &name, Some(&spec.preset.config()), device()?)?
         }
         (ModelSpec::Input, Some((bytes, name))) => {
-            VitModel::from_safetensors(&bytes, &name, None, device)?
+            VitModel::from_safetensors(&bytes, &name, None, device()?)?
         }
         (ModelSpec::Input, None) => {
             return Err(EmbedError::Config("`model: input` without a model".into()));
@@ -221,7 +229,7 @@ pub fn build(
     };
     let mut model = model;
     // On a GPU the model runs in bfloat16; the vectors are converted back to float32.
-    if device != Device::Cpu {
+    if model.vs.device() != Device::Cpu {
         model.vs.bfloat16();
     }
     let vit = model.config();
@@ -247,9 +255,9 @@ pub fn build(
         channels: vit.in_chans,
         crop_fraction: config.crop_fraction,
     };
-    Ok(Embedder::Vit(VitEmbedder {
+    Ok(Embedder::Vit(Box::new(VitEmbedder {
         model,
         transform,
         features: config.features,
-    }))
+    })))
 }

@@ -443,6 +443,15 @@ impl MultiCropConfig {
     pub fn validate(&self) -> Result<(), AugmentError> {
         self.global[0].validate("global[0]")?;
         self.global[1].validate("global[1]")?;
+        if self.global[0].size != self.global[1].size {
+            return Err(invalid(
+                "global[1].size",
+                format!(
+                    "{} must equal global[0].size {} (the two global crops form one batch)",
+                    self.global[1].size, self.global[0].size
+                ),
+            ));
+        }
         self.local.validate("local")?;
         for (c, (m, s)) in self.mean.iter().zip(self.std.iter()).enumerate() {
             if !m.is_finite() {

@@ -53,6 +53,48 @@ pub struct VitConfig {
 /// The preset names [`VitConfig::preset`] knows.
 pub const PRESETS: &[&str] = &["tiny", "small", "base", "large", "giant", "tiny-28"];
 
+/// A preset name as written in workflows, checked when the workflow is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Preset {
+    /// ViT-Ti/14 (D 192, 12 blocks, 3 heads), 224 px.
+    #[serde(rename = "tiny")]
+    Tiny,
+    /// ViT-S/14 (D 384, 12 blocks, 6 heads), 518 px.
+    #[serde(rename = "small")]
+    Small,
+    /// ViT-B/14 (D 768, 12 blocks, 12 heads), 518 px.
+    #[serde(rename = "base")]
+    Base,
+    /// ViT-L/14 (D 1024, 24 blocks, 16 heads), 518 px.
+    #[serde(rename = "large")]
+    Large,
+    /// ViT-g/14 (D 1536, 40 blocks, 24 heads, SwiGLU), 518 px.
+    #[serde(rename = "giant")]
+    Giant,
+    /// ViT-Ti with patch 4 for 28 px single-channel images.
+    #[serde(rename = "tiny-28")]
+    Tiny28,
+}
+
+impl Preset {
+    /// The name as written in workflows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny",
+            Self::Small => "small",
+            Self::Base => "base",
+            Self::Large => "large",
+            Self::Giant => "giant",
+            Self::Tiny28 => "tiny-28",
+        }
+    }
+
+    /// The preset's configuration.
+    pub fn config(self) -> VitConfig {
+        VitConfig::preset(self.name()).expect("every Preset names a known preset")
+    }
+}
+
 impl VitConfig {
     /// A named preset: `tiny`, `small`, `base`, `large`, `giant` (patch 14, 3 channels, position
     /// embedding at 518 px as the released DINOv2 models; `tiny` at 224 px) or `tiny-28` (patch 4 for

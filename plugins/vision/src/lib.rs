@@ -11,7 +11,7 @@ pub mod tensor;
 mod vit;
 pub mod weights;
 
-pub use config::{Ffn, PRESETS, VitConfig, swiglu_hidden};
+pub use config::{Ffn, PRESETS, Preset, VitConfig, swiglu_hidden};
 pub use device::DeviceChoice;
 pub use error::VisionError;
 pub use model::{CONFIG_METADATA_KEY, VitModel};

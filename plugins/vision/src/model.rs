@@ -43,8 +43,9 @@ impl VitModel {
 
     /// Loads safetensors bytes. The config comes from the file's metadata when dinoflow wrote it;
     /// otherwise `preset` gives the architecture and the file decides the position-embedding size,
-    /// register count, input channels and whether a mask token is present (so timm and DINOv2
-    /// checkpoints load at their native 518 px).
+    /// register count, input channels and whether a mask token is present (so timm's DINOv2
+    /// checkpoints, converted to safetensors, load at their native 518 px). DINOv2's own key layout
+    /// (`register_tokens`, `w12`/`w3`) is not read: convert it with timm first.
     pub fn from_safetensors(
         bytes: &[u8],
         source_name: &str,
@@ -63,7 +64,8 @@ impl VitModel {
                 None => {
                     return Err(VisionError::Config(format!(
                         "{source_name} does not say its architecture (no `{CONFIG_METADATA_KEY}` \
-                         metadata): name a preset"
+                         metadata, which dinoflow's training stages always write); for an external \
+                         checkpoint name its preset"
                     )));
                 }
             },

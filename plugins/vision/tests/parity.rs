@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use dinoflow_vision::tch::{Device, Tensor};
 use dinoflow_vision::weights::read_safetensors;
-use dinoflow_vision::{VitConfig, VitModel};
+use dinoflow_vision::{Ffn, VitConfig, VitModel, swiglu_hidden};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,10 +45,9 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn check(model_name: &str) {
+fn check(model_name: &str, preset: VitConfig) {
     let weights =
         std::fs::read(fixtures().join(format!("{model_name}.weights.safetensors"))).unwrap();
-    let preset = VitConfig::preset("small").unwrap();
     let model =
         VitModel::from_safetensors(&weights, model_name, Some(&preset), Device::Cpu).unwrap();
     let expect_registers = if model_name.contains("reg4") { 4 } else { 0 };
@@ -62,8 +61,12 @@ fn check(model_name: &str) {
         let out = tch_no_grad(|| model.vit.forward(x, None, false).unwrap());
         let cls = max_abs_diff(&out.cls, &io[&format!("cls_{r}")]);
         let patches = max_abs_diff(&out.patches, &io[&format!("patches_{r}")]);
-        assert_eq!(out.registers.size(), [2, expect_registers, 384]);
-        let last = tch_no_grad(|| model.vit.last_layers(x, 4).unwrap());
+        assert_eq!(
+            out.registers.size(),
+            [2, expect_registers, model.config().embed_dim]
+        );
+        let n = model.config().depth.min(4) as usize;
+        let last = tch_no_grad(|| model.vit.last_layers(x, n).unwrap());
         let last_cls = Tensor::stack(
             &last
                 .iter()
@@ -93,12 +96,36 @@ fn tch_no_grad<T>(f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn vit_small_matches_timm() {
-    check("vit_small_patch14_dinov2");
+    check(
+        "vit_small_patch14_dinov2",
+        VitConfig::preset("small").unwrap(),
+    );
 }
 
 #[test]
 fn vit_small_with_registers_matches_timm() {
-    check("vit_small_patch14_reg4_dinov2");
+    check(
+        "vit_small_patch14_reg4_dinov2",
+        VitConfig::preset("small").unwrap(),
+    );
+}
+
+/// ViT-g's SwiGLU block (timm's packed `fc1`/`fc2`, hidden width from DINOv2's formula) at D = 192
+/// with 2 blocks: the giant preset's block design without its 1.1B parameters.
+#[test]
+fn swiglu_blocks_match_timm() {
+    let giant = VitConfig::preset("giant").unwrap();
+    assert_eq!(giant.ffn, Ffn::Swiglu { hidden: 4096 });
+    let small_swiglu = VitConfig {
+        embed_dim: 192,
+        depth: 2,
+        num_heads: 3,
+        ffn: Ffn::Swiglu {
+            hidden: swiglu_hidden(192),
+        },
+        ..giant
+    };
+    check("swiglu_2block", small_swiglu);
 }
 
 #[test]

@@ -1,0 +1,1 @@
+//! Vector search on libtorch (work in progress).
