@@ -18,6 +18,7 @@ pub fn registry() -> Registry {
     r.register(dinoflow_ingest::Ingest);
     r.register(dinoflow_filter::FilterStage);
     r.register(dinoflow_embed::Embed);
+    r.register(dinoflow_curate::Dedup);
     r
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{json, repo_root, run, write_workflow};
+use common::{json, python_json, repo_root, run, write_workflow};
 
 const FMNIST_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const FMNIST_TRAIN_LABELS: &str = "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz";
@@ -38,24 +38,15 @@ fn fingerprint(report: &serde_json::Value, stage: &str) -> String {
 
 /// Runs tests/read_embeddings.py and returns its JSON report.
 fn read_back(store: &Path, images: &str, embeddings: &str, timm: &[&str]) -> serde_json::Value {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `make setup`",
-        python.display()
-    );
-    let out = std::process::Command::new(python)
-        .arg(repo_root().join("tests/read_embeddings.py"))
-        .args([store.to_str().unwrap(), images, embeddings])
-        .args(timm)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "read_embeddings.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out)
+    let script = repo_root().join("tests/read_embeddings.py");
+    let mut args = vec![
+        script.to_str().unwrap(),
+        store.to_str().unwrap(),
+        images,
+        embeddings,
+    ];
+    args.extend_from_slice(timm);
+    python_json(&args)
 }
 
 /// All 70,000 Fashion-MNIST images through the descriptor, the 10,000 test images through a

@@ -4,7 +4,7 @@ mod common;
 
 use std::io::Read;
 
-use common::{json, repo_root, run, write_workflow};
+use common::{json, python_json, repo_root, run, write_workflow};
 
 #[test]
 fn pyarrow_reads_the_images_dataset() {
@@ -28,23 +28,8 @@ fn pyarrow_reads_the_images_dataset() {
     ]));
     let fp = report["stages"][0]["fingerprint"].as_str().unwrap();
 
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let out = std::process::Command::new(python)
-        .arg(repo_root().join("tests/read_images.py"))
-        .args([store.to_str().unwrap(), fp])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = json(&out);
+    let script = repo_root().join("tests/read_images.py");
+    let got = python_json(&[script.to_str().unwrap(), store.to_str().unwrap(), fp]);
 
     assert_eq!(got["rows"], 10_000);
     let schema: Vec<(String, String)> = got["schema"]

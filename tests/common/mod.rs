@@ -37,3 +37,25 @@ pub fn json(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// Runs the project venv's Python with `args` (a script path or `-c CODE`, then its arguments),
+/// asserts it succeeded and returns its stdout as JSON.
+#[allow(dead_code)]
+pub fn python_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make setup`",
+        python.display()
+    );
+    let out = Command::new(python)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}

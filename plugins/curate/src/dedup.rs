@@ -1,0 +1,417 @@
+//! The `dedup` stage (dinov2.md §1.1): a kNN graph over the pool's copy-detection vectors, edges
+//! above a cosine threshold, connected components with union-find, one representative per
+//! component; with `against`, every component that reaches an evaluation image (at the stricter
+//! `against_threshold`) is dropped whole.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Float32Builder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt32Type, UInt64Type};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use dinoflow_engine::{
+    Port, PortType, Resources, Stage, StageContext, StageError, async_trait, semver,
+};
+use dinoflow_storage::schemas::images;
+use dinoflow_vision::DeviceChoice;
+use dinoflow_vision::tch::Tensor;
+use futures::TryStreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::unionfind::UnionFind;
+use crate::vectors::{Vectors, read_vectors};
+use crate::{CurateError, failed, neighbours};
+
+/// Configuration of the `dedup` stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Neighbours per image in the kNN graph (the paper: 64).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Cosine similarity above which two pool images are copies (the paper: 0.6 for SSCD; use
+    /// 0.93 with the built-in `dct` descriptor, see the workflow reference).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Cosine similarity above which an image is linked to an evaluation image or to another pool
+    /// image when looking for components that touch the evaluation set (the paper: 0.45).
+    #[serde(default = "default_against_threshold")]
+    pub against_threshold: f64,
+    /// Which member of a component is kept.
+    #[serde(default)]
+    pub keep: KeepRule,
+    /// Where the search runs.
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+fn default_k() -> usize {
+    64
+}
+fn default_threshold() -> f64 {
+    0.6
+}
+fn default_against_threshold() -> f64 {
+    0.45
+}
+
+/// The representative of a component of copies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepRule {
+    /// The member with the most source pixels (width × height), then the largest file, then the
+    /// first in input order: copies are usually degraded, the original is the largest.
+    #[default]
+    Largest,
+    /// The first member in input order.
+    First,
+}
+
+/// The schema of the `duplicates` output.
+pub fn duplicates_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("representative", DataType::Utf8, false),
+        Field::new("similarity", DataType::Float32, false),
+        Field::new("reason", DataType::Utf8, false),
+    ]))
+}
+
+/// The `dedup` stage kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Dedup;
+
+/// What dedup needs to know about each image row.
+struct Row {
+    id: String,
+    source: String,
+    pixels: u64,
+    file_size: u64,
+}
+
+/// Why a row is dropped: `(index of the row or evaluation image it duplicates, similarity, reason)`.
+type Drop = Option<(DropTarget, f32)>;
+
+#[derive(Clone, Copy)]
+enum DropTarget {
+    /// A pool row that is kept instead.
+    Pool(usize),
+    /// An evaluation image in the same component.
+    Evaluation(usize),
+}
+
+#[async_trait]
+impl Stage for Dedup {
+    type Config = DedupConfig;
+
+    fn kind(&self) -> &'static str {
+        "dedup"
+    }
+    fn version(&self) -> semver::Version {
+        semver::Version::new(1, 0, 0)
+    }
+    fn description(&self) -> &'static str {
+        "near-duplicate removal: kNN graph, cosine threshold, connected components, one image kept \
+         per component; components touching an evaluation set are dropped"
+    }
+    fn inputs(&self) -> Vec<Port> {
+        vec![
+            Port::new("images", PortType::Dataset("images"), "the pool"),
+            Port::new(
+                "embeddings",
+                PortType::Dataset("embeddings"),
+                "the pool's vectors (embed on the same images), same row order",
+            ),
+            Port::optional(
+                "against",
+                PortType::Dataset("embeddings"),
+                "vectors of an evaluation set: every component touching it is dropped",
+            ),
+        ]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![
+            Port::new(
+                "kept",
+                PortType::Dataset("images"),
+                "one image per component",
+            ),
+            Port::new(
+                "duplicates",
+                PortType::Dataset("duplicates"),
+                "id, source, representative (kept row or evaluation image), similarity, reason",
+            ),
+        ]
+    }
+    fn resources(&self, config: &DedupConfig) -> Resources {
+        Resources {
+            cpus: u32::MAX,
+            gpus: u32::from(config.device == DeviceChoice::Cuda),
+            memory_gb: 2.0,
+        }
+    }
+
+    async fn run(&self, config: &DedupConfig, ctx: &StageContext) -> Result<(), StageError> {
+        check_config(config).map_err(failed)?;
+        let device = config.device.resolve().map_err(failed)?;
+        let pool = read_vectors(ctx, "embeddings", device).await?;
+        let rows = read_rows(ctx).await?;
+        check_alignment(&pool, &rows).map_err(failed)?;
+        let against = match ctx.input("against") {
+            Some(_) => Some(read_vectors(ctx, "against", device).await?),
+            None => None,
+        };
+        let cfg = config.clone();
+        let cpus = ctx.cpus;
+        let (decided, against_ids, rows) = tokio::task::spawn_blocking(move || {
+            dinoflow_vision::tch::set_num_threads(cpus.min(i32::MAX as usize) as i32);
+            let decided = decide(&cfg, &pool, against.as_ref(), &rows);
+            (decided, against.map(|a| a.ids), rows)
+        })
+        .await
+        .map_err(|e| failed(CurateError::Worker(e.to_string())))?;
+        let (drops, components) = decided.map_err(failed)?;
+
+        let keep: Vec<bool> = drops.iter().map(Option::is_none).collect();
+        write_kept(ctx, &keep).await?;
+        let out = duplicates_batch(&rows, &drops, against_ids.as_deref().unwrap_or(&[]))
+            .map_err(failed)?;
+        let mut writer = ctx.dataset_writer("duplicates", duplicates_schema());
+        if out.num_rows() > 0 {
+            writer.write(&out).await?;
+        }
+        ctx.finish_dataset("duplicates", writer).await?;
+        let evaluation = drops
+            .iter()
+            .filter(|d| matches!(d, Some((DropTarget::Evaluation(_), _))))
+            .count();
+        ctx.metric("rows", rows.len() as u64);
+        ctx.metric("kept", keep.iter().filter(|k| **k).count() as u64);
+        ctx.metric(
+            "duplicates",
+            (drops.len() - keep.iter().filter(|k| **k).count() - evaluation) as u64,
+        );
+        ctx.metric("evaluation_overlap", evaluation as u64);
+        ctx.metric("components", components as u64);
+        Ok(())
+    }
+}
+
+fn check_config(c: &DedupConfig) -> Result<(), CurateError> {
+    if c.k == 0 {
+        return Err(CurateError::Config("k must be at least 1".into()));
+    }
+    for (name, v) in [
+        ("threshold", c.threshold),
+        ("against_threshold", c.against_threshold),
+    ] {
+        if !(-1.0..=1.0).contains(&v) {
+            return Err(CurateError::Config(format!(
+                "{name} {v} is a cosine similarity: it must be in [-1, 1]"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the id, source, size and file size of every image row.
+async fn read_rows(ctx: &StageContext) -> Result<Vec<Row>, StageError> {
+    let dataset = ctx.input_dataset("images")?;
+    let mut rows = Vec::with_capacity(dataset.rows() as usize);
+    let mut stream = std::pin::pin!(dataset.batches(65_536));
+    while let Some(batch) = stream.try_next().await? {
+        let col = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                failed(CurateError::Input(format!(
+                    "the images have no `{name}` column"
+                )))
+            })
+        };
+        let (id, source) = (col(images::ID)?, col(images::SOURCE)?);
+        let (width, height, size) = (
+            col(images::WIDTH)?,
+            col(images::HEIGHT)?,
+            col(images::FILE_SIZE)?,
+        );
+        let text = |a: &ArrayRef, n: &str| {
+            a.as_string_opt::<i32>()
+                .cloned()
+                .ok_or_else(|| failed(CurateError::Input(format!("`{n}` is not text"))))
+        };
+        let (id, source) = (text(&id, "id")?, text(&source, "source")?);
+        let u32s = |a: &ArrayRef, n: &str| {
+            a.as_primitive_opt::<UInt32Type>()
+                .cloned()
+                .ok_or_else(|| failed(CurateError::Input(format!("`{n}` is not uint32"))))
+        };
+        let (width, height) = (u32s(&width, "width")?, u32s(&height, "height")?);
+        let size = size
+            .as_primitive_opt::<UInt64Type>()
+            .cloned()
+            .ok_or_else(|| failed(CurateError::Input("`file_size` is not uint64".into())))?;
+        for i in 0..batch.num_rows() {
+            rows.push(Row {
+                id: id.value(i).to_string(),
+                source: source.value(i).to_string(),
+                pixels: u64::from(width.value(i)) * u64::from(height.value(i)),
+                file_size: size.value(i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn check_alignment(pool: &Vectors, rows: &[Row]) -> Result<(), CurateError> {
+    if pool.len() != rows.len() {
+        return Err(CurateError::Input(format!(
+            "the embeddings have {} rows and the images {}: connect `embeddings` to an embed stage \
+             whose input is this `images` dataset",
+            pool.len(),
+            rows.len()
+        )));
+    }
+    if let Some(i) = (0..rows.len()).find(|&i| pool.ids[i] != rows[i].id) {
+        return Err(CurateError::Input(format!(
+            "row {i}: embeddings id {} but images id {}: connect `embeddings` to an embed stage whose \
+             input is this `images` dataset",
+            pool.ids[i], rows[i].id
+        )));
+    }
+    Ok(())
+}
+
+/// Decides each row's fate; also returns the number of components among the clean rows.
+fn decide(
+    config: &DedupConfig,
+    pool: &Vectors,
+    against: Option<&Vectors>,
+    rows: &[Row],
+) -> Result<(Vec<Drop>, usize), CurateError> {
+    let n = pool.len();
+    let mut drops: Vec<Drop> = vec![None; n];
+    if n == 0 {
+        return Ok((drops, 0));
+    }
+    let k = config.k.min(n.saturating_sub(1)).max(1);
+    let graph = neighbours(&pool.data, &pool.data, k, true)?;
+
+    // Components that touch the evaluation set, at the stricter threshold.
+    if let Some(eval) = against.filter(|a| !a.is_empty()) {
+        let m = eval.len();
+        let mut uf = UnionFind::new(n + m);
+        for (i, j, s) in graph.edges() {
+            if f64::from(s) > config.against_threshold {
+                uf.union(i, j);
+            }
+        }
+        let cross = neighbours(&eval.data, &pool.data, config.k.min(n), false)?;
+        for (e, i, s) in cross.edges() {
+            if f64::from(s) > config.against_threshold {
+                uf.union(n + e, i);
+            }
+        }
+        let mut eval_of_root = std::collections::HashMap::new();
+        for e in 0..m {
+            eval_of_root.entry(uf.find(n + e)).or_insert(e);
+        }
+        for (i, drop) in drops.iter_mut().enumerate() {
+            if let Some(&e) = eval_of_root.get(&uf.find(i)) {
+                *drop = Some((DropTarget::Evaluation(e), dot(&pool.data, i, &eval.data, e)));
+            }
+        }
+    }
+
+    // Self-dedup among the remaining rows.
+    let mut uf = UnionFind::new(n);
+    for (i, j, s) in graph.edges() {
+        if f64::from(s) > config.threshold && drops[i].is_none() && drops[j].is_none() {
+            uf.union(i, j);
+        }
+    }
+    let better = |a: usize, b: usize| match config.keep {
+        KeepRule::First => a < b,
+        KeepRule::Largest => {
+            (rows[a].pixels, rows[a].file_size, std::cmp::Reverse(a))
+                > (rows[b].pixels, rows[b].file_size, std::cmp::Reverse(b))
+        }
+    };
+    let mut best: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for i in (0..n).filter(|&i| drops[i].is_none()) {
+        let root = uf.find(i);
+        let entry = best.entry(root).or_insert(i);
+        if better(i, *entry) {
+            *entry = i;
+        }
+    }
+    for i in 0..n {
+        if drops[i].is_some() {
+            continue;
+        }
+        let rep = best[&uf.find(i)];
+        if rep != i {
+            drops[i] = Some((DropTarget::Pool(rep), dot(&pool.data, i, &pool.data, rep)));
+        }
+    }
+    Ok((drops, best.len()))
+}
+
+fn dot(a: &Tensor, i: usize, b: &Tensor, j: usize) -> f32 {
+    a.get(i as i64).dot(&b.get(j as i64)).double_value(&[]) as f32
+}
+
+async fn write_kept(ctx: &StageContext, keep: &[bool]) -> Result<(), StageError> {
+    let input = ctx.input_dataset("images")?;
+    let mut writer = ctx.dataset_writer("kept", input.schema());
+    let mut stream = std::pin::pin!(input.batches(16_384));
+    let mut offset = 0usize;
+    while let Some(batch) = stream.try_next().await? {
+        let n = batch.num_rows();
+        let mask = BooleanArray::from(keep[offset..offset + n].to_vec());
+        offset += n;
+        let kept = arrow_select::filter::filter_record_batch(&batch, &mask)
+            .map_err(|e| failed(CurateError::Arrow(e)))?;
+        if kept.num_rows() > 0 {
+            writer.write(&kept).await?;
+        }
+    }
+    ctx.finish_dataset("kept", writer).await
+}
+
+fn duplicates_batch(
+    rows: &[Row],
+    drops: &[Drop],
+    eval_ids: &[String],
+) -> Result<RecordBatch, CurateError> {
+    let mut id = StringBuilder::new();
+    let mut source = StringBuilder::new();
+    let mut rep = StringBuilder::new();
+    let mut sim = Float32Builder::new();
+    let mut reason = StringBuilder::new();
+    for (row, drop) in rows.iter().zip(drops) {
+        let Some((target, s)) = drop else { continue };
+        id.append_value(&row.id);
+        source.append_value(&row.source);
+        match target {
+            DropTarget::Pool(r) => {
+                rep.append_value(&rows[*r].id);
+                reason.append_value("duplicate");
+            }
+            DropTarget::Evaluation(e) => {
+                rep.append_value(eval_ids.get(*e).map(String::as_str).unwrap_or_default());
+                reason.append_value("evaluation");
+            }
+        }
+        sim.append_value(*s);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(source.finish()),
+        Arc::new(rep.finish()),
+        Arc::new(sim.finish()),
+        Arc::new(reason.finish()),
+    ];
+    Ok(RecordBatch::try_new(duplicates_schema(), columns)?)
+}

@@ -1,0 +1,96 @@
+//! The curation stages of DINOv2's data pipeline (dinov2.md §1): `dedup` (self and against
+//! evaluation sets) and `retrieval` (from curated seeds into an uncurated pool).
+
+mod dedup;
+mod unionfind;
+mod vectors;
+
+use dinoflow_engine::StageError;
+use dinoflow_search::{KnnOptions, knn};
+use dinoflow_vision::tch::{Device, Kind, Tensor};
+
+pub use dedup::{Dedup, DedupConfig, KeepRule, duplicates_schema};
+pub use unionfind::UnionFind;
+pub use vectors::{Vectors, read_vectors};
+
+/// Why a curation stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CurateError {
+    /// The configuration is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// An input dataset does not have the expected shape.
+    #[error("input: {0}")]
+    Input(String),
+    /// The vector search failed.
+    #[error("vector search: {0}")]
+    Search(String),
+    /// The device could not be used.
+    #[error(transparent)]
+    Vision(#[from] dinoflow_vision::VisionError),
+    /// Building an output batch failed.
+    #[error("building a batch: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A worker thread failed.
+    #[error("worker: {0}")]
+    Worker(String),
+}
+
+impl CurateError {
+    /// Names the input port in an input error.
+    pub fn on_port(self, port: &str) -> Self {
+        match self {
+            Self::Input(m) => Self::Input(format!("`{port}`: {m}")),
+            other => other,
+        }
+    }
+}
+
+fn failed(e: impl Into<CurateError>) -> StageError {
+    StageError::failed(e.into())
+}
+
+/// The k nearest database rows of every query row by inner product.
+pub struct Neighbours {
+    /// (queries, k) database row indices, best first.
+    pub indices: Vec<i64>,
+    /// (queries, k) inner products.
+    pub scores: Vec<f32>,
+    /// k.
+    pub k: usize,
+}
+
+impl Neighbours {
+    /// Every (query, database row, score) edge.
+    pub fn edges(&self) -> impl Iterator<Item = (usize, usize, f32)> + '_ {
+        self.indices
+            .iter()
+            .zip(&self.scores)
+            .enumerate()
+            .filter(|(_, (j, _))| **j >= 0)
+            .map(|(e, (j, s))| (e / self.k, *j as usize, *s))
+    }
+}
+
+/// Exact kNN of `queries` in `database` by inner product (k clamped to what the database holds);
+/// with `exclude_self` (queries are the database) a row is not its own neighbour.
+fn neighbours(
+    queries: &Tensor,
+    database: &Tensor,
+    k: usize,
+    exclude_self: bool,
+) -> Result<Neighbours, CurateError> {
+    let rows = database.size()[0] as usize;
+    let k = k.min(rows.saturating_sub(usize::from(exclude_self))).max(1);
+    let options = KnnOptions {
+        exclude_self,
+        ..KnnOptions::with_k(k)
+    };
+    let found = knn(queries, database, &options).map_err(|e| CurateError::Search(e.to_string()))?;
+    let flat = |t: &Tensor, kind: Kind| t.to_kind(kind).to_device(Device::Cpu).flatten(0, -1);
+    let indices = Vec::<i64>::try_from(flat(&found.indices, Kind::Int64))
+        .map_err(|e| CurateError::Search(e.to_string()))?;
+    let scores = Vec::<f32>::try_from(flat(&found.scores, Kind::Float))
+        .map_err(|e| CurateError::Search(e.to_string()))?;
+    Ok(Neighbours { indices, scores, k })
+}
