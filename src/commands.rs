@@ -19,6 +19,7 @@ pub fn registry() -> Registry {
     r.register(dinoflow_filter::FilterStage);
     r.register(dinoflow_embed::Embed);
     r.register(dinoflow_curate::Dedup);
+    r.register(dinoflow_curate::Retrieval);
     r
 }
 

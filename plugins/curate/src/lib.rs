@@ -2,6 +2,7 @@
 //! evaluation sets) and `retrieval` (from curated seeds into an uncurated pool).
 
 mod dedup;
+mod retrieval;
 mod unionfind;
 mod vectors;
 
@@ -10,6 +11,7 @@ use dinoflow_search::{KnnOptions, knn};
 use dinoflow_vision::tch::{Device, Kind, Tensor};
 
 pub use dedup::{Dedup, DedupConfig, KeepRule, duplicates_schema};
+pub use retrieval::{Mode, Retrieval, RetrievalConfig};
 pub use unionfind::UnionFind;
 pub use vectors::{Vectors, read_vectors};
 
