@@ -1,10 +1,17 @@
 //! Nearest centroid (k = 1, squared L2) for many points: the inner loop of k-means and of IVF.
 //!
 //! `argmin_c ‖x − c‖² = argmax_c (x·c − ‖c‖²/2)`, so each tile is one `addmm` (GEMM plus the
-//! bias row `−‖c‖²/2`) into a reused buffer followed by `max` along the centroids. The squared
-//! distance is recovered as `‖x‖² − 2·max`, clamped at 0. Tiles follow the same budget as the
-//! exact search; when there are more centroids than fit one tile, column tiles are merged keeping
-//! the earlier (lower) centroid on ties.
+//! bias row `−‖c‖²/2`) into a reused buffer, reduced to its best column per row. The squared
+//! distance is recovered as `‖x‖² − 2·max`, clamped at 0.
+//!
+//! The row reduction avoids libtorch's `max` with indices along a contiguous row, which does not
+//! vectorise (about 0.3 ns per score on 2 cores, 10 % of a k-means iteration): the row of width
+//! `w = 64·r` is viewed as `r × 64`, `amax` over the `r` strided rows gives 64 column maxima
+//! (a vectorised vertical reduction), `max` over those 64 picks the column, and `max` over the
+//! `r` scores of that column picks the element, which costs about 0.4× the plain `max`. Other
+//! widths use the plain `max`. Exact ties between centroids are resolved deterministically, but
+//! not necessarily towards the lower id. Column tiles (when there are more centroids than fit
+//! one tile) are merged keeping the earlier tile on ties.
 
 use tch::{Kind, Tensor};
 
@@ -48,7 +55,7 @@ pub fn nearest_centroids(x: &Tensor, centroids: &Tensor, tile_bytes: usize) -> R
             let c = centroids.f_narrow(0, c0 as i64, cols as i64)?;
             let b = bias.f_narrow(1, c0 as i64, cols as i64)?;
             tile::score_into(&out, &q, &c, Some(&b))?;
-            let (v, i) = out.f_max_dim(1, false)?;
+            let (v, i) = row_max(&out)?;
             let i = i.f_add_scalar(c0 as i64)?;
             best = Some(match best {
                 None => (v, i),
@@ -70,4 +77,31 @@ pub fn nearest_centroids(x: &Tensor, centroids: &Tensor, tile_bytes: usize) -> R
         ids,
         sq_distances: dist,
     })
+}
+
+/// Width of the strided groups of [`row_max`].
+const GROUP: i64 = 64;
+
+/// Maximum and its column for every row of a contiguous `rows × cols` tile.
+fn row_max(tile: &Tensor) -> Result<(Tensor, Tensor)> {
+    let size = tile.size();
+    let (rows, cols) = (size[0], size[1]);
+    if cols % GROUP != 0 || cols < 2 * GROUP {
+        return Ok(tile.f_max_dim(1, false)?);
+    }
+    let r = cols / GROUP;
+    let grouped = tile.f_view([rows, r, GROUP])?;
+    // Column maxima: element (i, j) is the max of row i's scores j, j + 64, j + 128, …
+    let col_max = grouped.f_amax([1i64].as_slice(), false)?;
+    let (_, col) = col_max.f_max_dim(1, false)?;
+    let picked = grouped
+        .f_gather(
+            2,
+            &col.f_view([rows, 1, 1])?.f_expand([rows, r, 1], false)?,
+            false,
+        )?
+        .f_view([rows, r])?;
+    let (value, row_in_group) = picked.f_max_dim(1, false)?;
+    let index = row_in_group.f_mul_scalar(GROUP)?.f_add(&col)?;
+    Ok((value, index))
 }

@@ -19,15 +19,14 @@ use crate::error::Result;
 use crate::rng;
 use crate::tile;
 
-/// Squared L2 distances from `c` (m × d, squared norms `c_sq`) to `x` (n × d, `x_sq`), f64 (m × n).
-fn sq_dist(c: &Tensor, c_sq: &Tensor, x: &Tensor, x_sq: &Tensor) -> Result<Tensor> {
-    let dots = c.f_matmul(&x.f_tr()?)?;
-    Ok(dots
-        .f_mul_scalar(-2.0)?
-        .f_add(&c_sq.f_unsqueeze(1)?)?
-        .f_add(&x_sq.f_unsqueeze(0)?)?
-        .f_clamp_min(0.0)?
-        .f_to_kind(Kind::Double)?)
+/// Squared L2 distances, f32 `(m, n)`, from `c` (m × d) to the rows of `x` (n × d) whose
+/// squared norms are `x_sq_row` (1 × n): one `addmm` (`‖x‖² − 2c·x`) plus `‖c‖²`, clamped at 0.
+fn sq_dist(c: &Tensor, x: &Tensor, x_sq_row: &Tensor) -> Result<Tensor> {
+    let c_sq = tile::sq_norms(c)?.f_unsqueeze(1)?;
+    let mut d = x_sq_row.f_addmm(&c.f_mul_scalar(-2.0)?, &x.f_tr()?)?;
+    let _ = d.f_add_(&c_sq)?;
+    let _ = d.f_clamp_min_(0.0)?;
+    Ok(d)
 }
 
 /// `k` centres from the rows of `x` (n × d, n ≥ k) by greedy k-means++.
@@ -42,13 +41,13 @@ pub(crate) fn kmeans_plus_plus(
     let trials = local_trials
         .unwrap_or(2 + (k as f64).ln().floor() as usize)
         .max(1);
-    let x_sq = tile::sq_norms(x)?;
+    let x_sq = tile::sq_norms(x)?.f_unsqueeze(0)?;
     let mut chosen: Vec<i64> = Vec::with_capacity(k);
     let first = rng.random_range(0..n) as i64;
     chosen.push(first);
     let idx = Tensor::f_from_slice(&[first])?.f_to_device(device)?;
     let c = x.f_index_select(0, &idx)?;
-    let mut closest = sq_dist(&c, &x_sq.f_index_select(0, &idx)?, x, &x_sq)?.f_squeeze_dim(0)?;
+    let mut closest = sq_dist(&c, x, &x_sq)?.f_squeeze_dim(0)?;
     let mut potential = closest.f_sum(Kind::Double)?.f_double_value(&[])?;
     for _ in 1..k {
         let draws: Vec<f64> = (0..trials)
@@ -60,8 +59,7 @@ pub(crate) fn kmeans_plus_plus(
             .f_searchsorted(&cumulative, false, false, "left", None::<Tensor>)?
             .f_clamp_max(n as i64 - 1)?;
         let c = x.f_index_select(0, &candidates)?;
-        let d = sq_dist(&c, &x_sq.f_index_select(0, &candidates)?, x, &x_sq)?;
-        let d = d.f_minimum(&closest.f_unsqueeze(0)?)?;
+        let d = sq_dist(&c, x, &x_sq)?.f_minimum(&closest.f_unsqueeze(0)?)?;
         let pots = d.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?;
         let best = pots.f_argmin(0, false)?.f_int64_value(&[])?;
         potential = pots.f_double_value(&[best])?;

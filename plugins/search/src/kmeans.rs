@@ -4,7 +4,7 @@
 //!    centroids are trained on a uniform random subset of `k × max_points_per_centroid` points;
 //!    the final assignment still covers every point.
 //! 2. **Initialisation.** Greedy k-means++ (see the `init` module) on at most
-//!    `k × init_points_per_centroid` training points (default 16 per centroid: k-means++ costs k
+//!    `k × init_points_per_centroid` training points (default 8 per centroid: k-means++ costs k
 //!    passes over its input), or k random training points (faiss's default), or given centroids.
 //! 3. **Lloyd iterations.** Each iteration assigns the training points to their nearest centroid
 //!    with the tiled GEMM search, records the inertia (sum of squared distances, in f64), and
@@ -91,7 +91,7 @@ impl Default for KMeansConfig {
             seed: 0,
             init: KMeansInit::KMeansPlusPlus,
             local_trials: None,
-            init_points_per_centroid: Some(16),
+            init_points_per_centroid: Some(8),
             max_points_per_centroid: Some(256),
             f64_accumulation: true,
             spherical: false,

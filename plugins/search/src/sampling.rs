@@ -150,16 +150,39 @@ pub fn hierarchical_sampling(
         });
     }
     // Children of every cluster at every level; level 1's children are points.
-    let mut groups = Vec::with_capacity(h.levels.len());
-    for level in &h.levels {
-        let k = level.centroids.size()[0] as usize;
+    let mut groups: Vec<Groups> = Vec::with_capacity(h.levels.len());
+    for (l, level) in h.levels.iter().enumerate() {
+        let k = level.centroids.size().first().copied().unwrap_or(0) as usize;
         let assign = Vec::<i64>::try_from(&level.assignment)?;
+        if let Some(below) = groups.last()
+            && assign.len() != below.len()
+        {
+            return Err(SearchError::InvalidOption {
+                name: "hierarchy",
+                reason: format!(
+                    "level {} assigns {} inputs but level {l} has {} clusters; the levels do not fit together",
+                    l + 1,
+                    assign.len(),
+                    below.len()
+                ),
+            });
+        }
         groups.push(Groups::new(&assign, k)?);
     }
     // Level-1 points ordered by distance to their centroid (ties by index) for `Closest`.
     if options.strategy == SampleStrategy::Closest {
         let d = Vec::<f32>::try_from(&h.levels[0].sq_distances)?;
         let g = &mut groups[0];
+        if d.len() != g.items.len() {
+            return Err(SearchError::InvalidOption {
+                name: "hierarchy",
+                reason: format!(
+                    "level 1 has {} distances for {} points; pass the distances of its assignment",
+                    d.len(),
+                    g.items.len()
+                ),
+            });
+        }
         for c in 0..g.len() {
             let (a, b) = (g.offsets[c], g.offsets[c + 1]);
             g.items[a..b].sort_by(|&i, &j| d[i].total_cmp(&d[j]).then(i.cmp(&j)));

@@ -60,12 +60,7 @@ pub(crate) fn check_budget(tile_bytes: usize) -> Result<()> {
 /// Effective budget on a device: the caller's budget, capped on CPU (see [`CPU_TILE_BYTES`]).
 pub(crate) fn device_budget(tile_bytes: usize, device: Device) -> usize {
     match device {
-        Device::Cpu => tile_bytes.min(
-            std::env::var("TMP_CPU_TILE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(CPU_TILE_BYTES),
-        ),
+        Device::Cpu => tile_bytes.min(CPU_TILE_BYTES),
         _ => tile_bytes,
     }
 }
@@ -143,8 +138,9 @@ pub(crate) fn l2_bias(database: &Tensor) -> Result<Tensor> {
 
 /// Squared norms of the rows of `x`, shape (n,).
 pub(crate) fn sq_norms(x: &Tensor) -> Result<Tensor> {
-    Ok(x.f_square()?
-        .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?)
+    // A norm reduction reads `x` once without materialising `x²`.
+    Ok(x.f_norm_scalaropt_dim(2.0, [1i64].as_slice(), false)?
+        .f_square()?)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ fn hierarchical_kmeans_levels_fit_together() {
     for l in 0..2 {
         let lower = &h.levels[l].centroids;
         let upper = &h.levels[l + 1].centroids;
-        let nearest = common::pairwise_sq(&lower, &upper).argmin(1, false);
+        let nearest = common::pairwise_sq(lower, upper).argmin(1, false);
         let expected = nearest.index_select(0, &pc.select(1, l as i64));
         assert!(
             expected.equal(&pc.select(1, l as i64 + 1)),
