@@ -219,3 +219,37 @@ fn dedup_finds_injected_copies_and_drops_what_touches_the_evaluation_set() {
         evaluation.len()
     );
 }
+
+#[test]
+fn a_pool_of_one_image_is_kept_alone_and_dropped_against_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = repo_root().join("data/photos");
+    let yaml = format!(
+        "name: one\nstages:\n  pool:\n    kind: ingest\n    with: {{source: {{folder: {{path: {}}}}}, limit: 1}}\n  vectors:\n    kind: embed\n    inputs: {{images: pool}}\n  alone:\n    kind: dedup\n    inputs: {{images: pool, embeddings: vectors}}\n  dedup:\n    kind: dedup\n    inputs: {{images: pool, embeddings: vectors, against: vectors}}\n",
+        photos.display()
+    );
+    let wf = write_workflow(dir.path(), "wf.yaml", &yaml);
+    let store = dir.path().join("store");
+    let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = json(&out);
+    let stage = |name: &str| {
+        report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let alone = stage("alone");
+    assert_eq!(alone["rows"]["kept"], 1, "{alone}");
+    let dedup = stage("dedup");
+    // Against itself the one image is an evaluation image: dropped; nothing else to keep.
+    assert_eq!(dedup["rows"]["kept"], 0, "{dedup}");
+    assert_eq!(dedup["rows"]["duplicates"], 1, "{dedup}");
+}

@@ -83,7 +83,15 @@ fn neighbours(
     exclude_self: bool,
 ) -> Result<Neighbours, CurateError> {
     let rows = database.size()[0] as usize;
-    let k = k.min(rows.saturating_sub(usize::from(exclude_self))).max(1);
+    let available = rows.saturating_sub(usize::from(exclude_self));
+    if available == 0 || queries.size()[0] == 0 {
+        return Ok(Neighbours {
+            indices: Vec::new(),
+            scores: Vec::new(),
+            k: 1,
+        });
+    }
+    let k = k.min(available).max(1);
     let options = KnnOptions {
         exclude_self,
         ..KnnOptions::with_k(k)
