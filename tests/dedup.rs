@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{json, python_json, repo_root, run, write_workflow};
+use common::{fingerprint, json, python_json, repo_root, run, stage_report, write_workflow};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat};
 
@@ -130,17 +130,7 @@ fn dedup_finds_injected_copies_and_drops_what_touches_the_evaluation_set() {
         String::from_utf8_lossy(&out.stdout)
     );
     let report = json(&out);
-    let fp = |name: &str| {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()["fingerprint"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let fp = |name: &str| fingerprint(&report, name);
 
     // Self-dedup: every injected copy is dropped (recall), and every dropped row is a copy of its
     // representative's original or of its natural twin (precision).
@@ -237,15 +227,7 @@ fn a_pool_of_one_image_is_kept_alone_and_dropped_against_itself() {
         String::from_utf8_lossy(&out.stdout)
     );
     let report = json(&out);
-    let stage = |name: &str| {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let stage = |name: &str| stage_report(&report, name).clone();
     let alone = stage("alone");
     assert_eq!(alone["rows"]["kept"], 1, "{alone}");
     let dedup = stage("dedup");

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{json, python_json, repo_root, run, write_workflow};
+use common::{fingerprint, json, python_json, repo_root, run, write_workflow};
 
 const FMNIST_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const FMNIST_TRAIN_LABELS: &str = "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz";
@@ -22,18 +22,6 @@ fn run_workflow(dir: &Path, yaml: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     json(&out)
-}
-
-fn fingerprint(report: &serde_json::Value, stage: &str) -> String {
-    report["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap_or_else(|| panic!("no stage {stage} in {report}"))["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Runs tests/read_embeddings.py and returns its JSON report.

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{json, python_json, run, write_workflow};
+use common::{fingerprint, json, python_json, run, write_workflow};
 
 const TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const TEST: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
@@ -56,17 +56,7 @@ fn retrieval_modes_on_fashion_mnist() {
         String::from_utf8_lossy(&out.stdout)
     );
     let report = json(&out);
-    let fp = |name: &str| {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()["fingerprint"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let fp = |name: &str| fingerprint(&report, name);
     let check = |stage: &str| {
         python_json(&[
             "-c",

@@ -59,3 +59,21 @@ pub fn python_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     );
     json(&out)
 }
+
+/// The entry of stage `name` in a `run --json` report.
+#[allow(dead_code)]
+pub fn stage_report<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
+}
+
+/// The fingerprint of stage `name` in a `run --json` report.
+#[allow(dead_code)]
+pub fn fingerprint(report: &serde_json::Value, name: &str) -> String {
+    stage_report(report, name)["fingerprint"]
+        .as_str()
+        .expect("a fingerprint")
+        .to_string()
+}
