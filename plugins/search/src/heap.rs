@@ -7,7 +7,7 @@
 //! threshold offered one by one. After the first few thousand columns almost no block passes
 //! (about 5 % over a 100k-vector database at k = 64), so the selection costs about 0.3 ns per
 //! score on one core, against about 1.4 ns for `topk`, which copies and partially sorts every
-//! row. Rows can be split over scoped threads.
+//! row. Rows are split over libtorch's OpenMP team (see the `team` module).
 //!
 //! Order: a pair is better when its score is higher, or equal with a lower id; the heap keeps
 //! the k best under that order, so ties are resolved by lower database id whatever the tiling
@@ -84,6 +84,21 @@ fn scan_row(row: &[f32], first_id: i64, scores: &mut [f32], ids: &mut [i64]) {
     }
 }
 
+/// A base pointer into heap storage, shared by the threads of one `push_tile` call, each of which
+/// touches only its own rows.
+struct RowsPtr<T>(*mut T);
+// SAFETY: see `Heaps::push_tile`: threads write disjoint row ranges, and the storage outlives
+// the parallel region.
+unsafe impl<T: Send> Sync for RowsPtr<T> {}
+unsafe impl<T: Send> Send for RowsPtr<T> {}
+
+impl<T> RowsPtr<T> {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the raw field).
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// The k best pairs of every query, as heaps (worst at the root).
 pub(crate) struct Heaps {
     k: usize,
@@ -116,20 +131,23 @@ impl Heaps {
         let scores = &mut self.scores[first_row * k..(first_row + rows) * k];
         let ids = &mut self.ids[first_row * k..(first_row + rows) * k];
         let tile = &tile[..rows * cols];
-        let threads = threads.clamp(1, rows);
-        if threads == 1 || rows * cols < PARALLEL_MIN_SCORES {
+        if threads <= 1 || rows < 2 || rows * cols < PARALLEL_MIN_SCORES {
             scan_rows(tile, cols, first_id, scores, ids, k);
             return;
         }
-        let per = rows.div_ceil(threads);
-        std::thread::scope(|s| {
-            let parts = tile
-                .chunks(per * cols)
-                .zip(scores.chunks_mut(per * k))
-                .zip(ids.chunks_mut(per * k));
-            for ((t, sc), id) in parts {
-                s.spawn(move || scan_rows(t, cols, first_id, sc, id, k));
-            }
+        let (scores_at, ids_at) = (RowsPtr(scores.as_mut_ptr()), RowsPtr(ids.as_mut_ptr()));
+        crate::team::parallel(threads, &|t, n| {
+            let per = rows.div_ceil(n);
+            let (a, b) = ((t * per).min(rows), ((t + 1) * per).min(rows));
+            // SAFETY: thread t owns rows a..b of the heaps, disjoint from every other thread's,
+            // inside the `rows * k` elements borrowed mutably above for the whole call.
+            let (sc, id) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(scores_at.get().add(a * k), (b - a) * k),
+                    std::slice::from_raw_parts_mut(ids_at.get().add(a * k), (b - a) * k),
+                )
+            };
+            scan_rows(&tile[a * cols..b * cols], cols, first_id, sc, id, k);
         });
     }
 

@@ -24,6 +24,7 @@ mod merge;
 mod metric;
 mod rng;
 mod sampling;
+mod team;
 mod tile;
 mod topk;
 
