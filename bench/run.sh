@@ -64,6 +64,12 @@ for name in ["small_224", "tiny_28"]:
 json.dump(out, open("bench/out/embed-vit.json", "w"), indent=1)
 PYEOF
 
+echo "== vector search: dinoflow-search vs faiss-cpu, same vectors, $CORES threads (bench/search_faiss.py)"
+$PY bench/search_faiss.py gen "$tmp/search"
+cargo bench -q -p dinoflow-search --bench search -- "$tmp/search" "$CORES" | sed 's/^/  /'
+$PY bench/search_faiss.py faiss "$tmp/search" "$CORES" | sed 's/^/  /'
+$PY bench/search_faiss.py report "$tmp/search" bench/out/search.json | sed 's/^/  /'
+
 echo "== fully cached re-run of workflows/ingest-fashion-mnist.yaml"
 "$BIN" run workflows/ingest-fashion-mnist.yaml --store "$tmp/demo" >/dev/null 2>&1
 for i in 1 2 3; do

@@ -27,7 +27,7 @@ const KM_SEED: u64 = 1234;
 const MPPC: usize = 256;
 const NLIST: usize = 1024;
 const IVF_ITERS: usize = 10;
-const NPROBE: usize = 8;
+const NPROBE: usize = 16;
 const IVF_K: usize = 10;
 
 fn seconds<T>(f: impl FnOnce() -> T) -> (f64, T) {
