@@ -209,6 +209,17 @@ fn bad_models_fail_with_errors_that_say_what_to_fix_and_commit_nothing() {
         err.contains("`model: input` needs the `model` input connected"),
         "{err}"
     );
+
+    // A descriptor block larger than the thumbnail.
+    let yaml = photos_workflow(&weights, "small", "      descriptor: {block: 40}\n").replace(
+        &format!("{{vit: {{preset: small, weights: {}}}}}", weights.display()),
+        "dct",
+    );
+    let err = run_failing(dir.path(), &yaml);
+    assert!(
+        err.contains("vit") && err.contains("`block` is 40; it must be between 2 and 32"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The embed stage's configuration (`with:`).
 
 use dinoflow_vision::{DeviceChoice, Preset};
+
+use crate::descriptor::DctParams;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +13,10 @@ pub struct EmbedConfig {
     /// Which model computes the vectors.
     #[serde(default)]
     pub model: ModelSpec,
+    /// `model: dct` only: the descriptor's parameters (defaults tuned on photos; see
+    /// docs/workflow-reference.md for small, alike images such as Fashion-MNIST).
+    #[serde(default)]
+    pub descriptor: DctParams,
     /// Images per forward pass (ViT) or per parallel batch (descriptor).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,

@@ -18,26 +18,32 @@
 //!    copies of an image share the same square thumbnail.
 //! 3. **Centre window.** The window-weighted mean is subtracted and the
 //!    thumbnail is multiplied by a separable Gaussian window centred on the
-//!    image, with a standard deviation of [`WINDOW_SIGMA`] (0.225) of the side,
+//!    image, with a standard deviation of `window` (0.225) of the side,
 //!    so the outermost rows and columns weigh about a tenth of the centre.
 //!    Crops remove the border and stretch what is left, which moves content
 //!    most far from the centre; damping the border makes the descriptor much
 //!    more tolerant of crops (on the test photos the rank-1 rate for 8 %
 //!    crops went from 93 % to 99 %) at little cost elsewhere.
 //! 4. **DCT.** An orthonormal 2-D DCT-II, computed as two products with a
-//!    precomputed cosine matrix, restricted to the lowest [`BLOCK`]×[`BLOCK`]
-//!    (9×9) frequencies: `Y = C · X · Cᵀ` where `C` holds the first 9 rows
-//!    of the 32-point DCT matrix.
-//! 5. **Features.** The 81 low-frequency coefficients without the DC term give
-//!    the 80 entries, in row-major order of `(u, v)` (vertical, horizontal
-//!    frequency) skipping `(0, 0)`. Coefficient `(u, v)` is scaled by
+//!    precomputed cosine matrix, restricted to the lowest `block`×`block`
+//!    frequencies (9×9 by default): `Y = C · X · Cᵀ` where `C` holds the
+//!    first `block` rows of the 32-point DCT matrix.
+//! 5. **Features.** The low-frequency coefficients without the DC term give
+//!    the `block² − 1` entries (80 by default), in row-major order of `(u, v)`
+//!    (vertical, horizontal frequency) skipping `(0, 0)`. With the default
+//!    [`Weighting::Coarse`], coefficient `(u, v)` is scaled by
 //!    `(u² + v²)^(-1/4)`, which favours the coarsest structure (the most
 //!    stable under crops and re-encoding) without discarding the finer terms
 //!    that tell similar scenes apart.
 //! 6. **L2 normalisation**, so that cosine similarity is a dot product.
 //!
-//! The block size, window width and weighting were chosen on a sweep over the
-//! 84 photos in `data/photos` with the copies of `tests/near_duplicates.rs`.
+//! The defaults ([`DctParams::default`]: block 9, window 0.225, coarse
+//! weighting) were chosen on a sweep over the 84 photos in `data/photos` with
+//! the copies of `tests/near_duplicates.rs`. Collections of small, alike
+//! images (Fashion-MNIST at 28 px, where hundreds of different products share
+//! the same low-frequency silhouette) need more detail: block 16, window 0.3
+//! and flat weighting separate re-encoded and resized copies (cosine ≥ 0.995)
+//! from the nearest different product (see docs/workflow-reference.md).
 //!
 //! # Invariances
 //!
@@ -75,21 +81,60 @@ use std::sync::OnceLock;
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Side of the square grey thumbnail the DCT runs on.
 pub const GRID: usize = 32;
 
-/// Side of the low-frequency DCT block kept (frequencies `0..BLOCK` in each
-/// direction).
-pub const BLOCK: usize = 9;
+/// Number of entries in a descriptor with the default parameters: the 9×9
+/// low-frequency block without its DC term (80).
+pub const DESCRIPTOR_DIM: usize = 80;
 
-/// Number of entries in a descriptor: the `BLOCK`×`BLOCK` low-frequency block
-/// without its DC term (80).
-pub const DESCRIPTOR_DIM: usize = BLOCK * BLOCK - 1;
+/// The tunable parameters of the descriptor (the embed stage's `descriptor:`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DctParams {
+    /// Side of the low-frequency DCT block kept (frequencies `0..block` in
+    /// each direction, 2 to 32): the descriptor has `block² − 1` entries.
+    #[serde(default = "default_block")]
+    pub block: usize,
+    /// Standard deviation of the Gaussian centre window, as a fraction of the
+    /// thumbnail side (above 0; 10 or more is practically no window).
+    #[serde(default = "default_window")]
+    pub window: f32,
+    /// How the coefficients are weighted before normalisation.
+    #[serde(default)]
+    pub weighting: Weighting,
+}
 
-/// Standard deviation of the Gaussian centre window, as a fraction of the
-/// thumbnail side.
-pub const WINDOW_SIGMA: f32 = 0.225;
+fn default_block() -> usize {
+    9
+}
+fn default_window() -> f32 {
+    0.225
+}
+
+impl Default for DctParams {
+    fn default() -> Self {
+        Self {
+            block: default_block(),
+            window: default_window(),
+            weighting: Weighting::default(),
+        }
+    }
+}
+
+/// Weights of the DCT coefficients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// `(u² + v²)^(-1/4)`: coarse structure counts most (tolerates crops).
+    #[default]
+    Coarse,
+    /// Every coefficient as computed (tells apart alike images).
+    Flat,
+}
 
 /// Below this L2 norm (in grey levels, before normalisation) the image is
 /// treated as featureless and gets the zero vector.
@@ -129,29 +174,62 @@ pub enum DescriptorError {
         /// The number of bytes received.
         actual: usize,
     },
+    /// A parameter is out of range.
+    #[error("descriptor parameter `{name}` {reason}")]
+    Parameter {
+        /// The parameter (`block` or `window`).
+        name: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
     /// The resizer failed on an input that passed validation (not expected
     /// to happen; reported instead of panicking).
     #[error("resizing to the {GRID}x{GRID} thumbnail failed: {0}")]
     Resize(String),
 }
 
-/// Tables shared by every call: the DCT rows, the window and the weights.
-struct Tables {
-    /// First `BLOCK` rows of the orthonormal `GRID`-point DCT-II matrix,
-    /// row-major (`BLOCK × GRID`).
+/// A descriptor with fixed parameters and its precomputed tables; shared by
+/// every thread that describes images.
+#[derive(Debug, Clone)]
+pub struct DctDescriptor {
+    /// Side of the kept block.
+    block: usize,
+    /// First `block` rows of the orthonormal `GRID`-point DCT-II matrix,
+    /// row-major (`block × GRID`).
     dct: Vec<f32>,
     /// The 1-D Gaussian centre window (`GRID` entries).
     window: Vec<f32>,
-    /// Weight of each kept coefficient, in output order (`DESCRIPTOR_DIM`).
+    /// Weight of each kept coefficient, in output order (`block² − 1`).
     weights: Vec<f32>,
 }
 
-fn tables() -> &'static Tables {
-    static TABLES: OnceLock<Tables> = OnceLock::new();
-    TABLES.get_or_init(|| {
+impl DctDescriptor {
+    /// Builds the tables for `params`.
+    ///
+    /// # Errors
+    ///
+    /// [`DescriptorError::Parameter`] if `block` is outside 2..=32 or
+    /// `window` is not a positive number.
+    pub fn new(params: &DctParams) -> Result<Self, DescriptorError> {
+        let block = params.block;
+        if !(2..=GRID).contains(&block) {
+            return Err(DescriptorError::Parameter {
+                name: "block",
+                reason: format!("is {block}; it must be between 2 and {GRID}"),
+            });
+        }
+        if !(params.window.is_finite() && params.window > 0.0) {
+            return Err(DescriptorError::Parameter {
+                name: "window",
+                reason: format!(
+                    "is {}; it must be a positive fraction of the side (default 0.225)",
+                    params.window
+                ),
+            });
+        }
         let n = GRID as f64;
-        let mut dct = Vec::with_capacity(BLOCK * GRID);
-        for k in 0..BLOCK {
+        let mut dct = Vec::with_capacity(block * GRID);
+        for k in 0..block {
             let scale = if k == 0 {
                 (1.0 / n).sqrt()
             } else {
@@ -162,82 +240,152 @@ fn tables() -> &'static Tables {
                 dct.push((scale * angle.cos()) as f32);
             }
         }
-        let sigma = f64::from(WINDOW_SIGMA);
+        let sigma = f64::from(params.window);
         let window = (0..GRID)
             .map(|i| {
                 let t = (i as f64 + 0.5) / n - 0.5;
                 (-t * t / (2.0 * sigma * sigma)).exp() as f32
             })
             .collect();
-        let mut weights = Vec::with_capacity(DESCRIPTOR_DIM);
-        for u in 0..BLOCK {
-            for v in 0..BLOCK {
+        let mut weights = Vec::with_capacity(block * block - 1);
+        for u in 0..block {
+            for v in 0..block {
                 if u == 0 && v == 0 {
                     continue;
                 }
-                weights.push(((u * u + v * v) as f64).powf(-0.25) as f32);
+                weights.push(match params.weighting {
+                    Weighting::Coarse => ((u * u + v * v) as f64).powf(-0.25) as f32,
+                    Weighting::Flat => 1.0,
+                });
             }
         }
-        Tables {
+        Ok(Self {
+            block,
             dct,
             window,
             weights,
+        })
+    }
+
+    /// Number of entries in a descriptor (`block² − 1`).
+    pub fn dim(&self) -> usize {
+        self.block * self.block - 1
+    }
+
+    /// Computes the copy-detection descriptor of an 8-bit image.
+    ///
+    /// `pixels` is row-major with interleaved channels, `width × height ×
+    /// channels` bytes long; `channels` is 1 (grey) or 3 (RGB). The result has
+    /// [`Self::dim`] entries and unit L2 norm, so the cosine similarity of
+    /// two images is the dot product of their descriptors. A featureless
+    /// (constant) image gives the all-zero vector instead (see the module doc).
+    ///
+    /// # Errors
+    ///
+    /// [`DescriptorError::ZeroDimension`] if `width` or `height` is 0,
+    /// [`DescriptorError::UnsupportedChannels`] if `channels` is not 1 or 3,
+    /// [`DescriptorError::BufferLength`] if `pixels` has the wrong length.
+    pub fn describe(
+        &self,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        channels: u8,
+    ) -> Result<Vec<f32>, DescriptorError> {
+        if width == 0 || height == 0 {
+            return Err(DescriptorError::ZeroDimension { width, height });
         }
-    })
-}
+        if channels != 1 && channels != 3 {
+            return Err(DescriptorError::UnsupportedChannels(channels));
+        }
+        let expected = u128::from(width) * u128::from(height) * u128::from(channels);
+        if expected != pixels.len() as u128 {
+            return Err(DescriptorError::BufferLength {
+                width,
+                height,
+                channels,
+                expected,
+                actual: pixels.len(),
+            });
+        }
 
-/// Computes the copy-detection descriptor of an 8-bit image.
-///
-/// `pixels` is row-major with interleaved channels, `width × height ×
-/// channels` bytes long; `channels` is 1 (grey) or 3 (RGB). The result has
-/// [`DESCRIPTOR_DIM`] entries and unit L2 norm, so the cosine similarity of
-/// two images is the dot product of their descriptors. A featureless
-/// (constant) image gives the all-zero vector instead (see the module doc).
-///
-/// # Errors
-///
-/// [`DescriptorError::ZeroDimension`] if `width` or `height` is 0,
-/// [`DescriptorError::UnsupportedChannels`] if `channels` is not 1 or 3,
-/// [`DescriptorError::BufferLength`] if `pixels` has the wrong length.
-pub fn dct_descriptor(
-    pixels: &[u8],
-    width: u32,
-    height: u32,
-    channels: u8,
-) -> Result<Vec<f32>, DescriptorError> {
-    if width == 0 || height == 0 {
-        return Err(DescriptorError::ZeroDimension { width, height });
-    }
-    if channels != 1 && channels != 3 {
-        return Err(DescriptorError::UnsupportedChannels(channels));
-    }
-    let expected = u128::from(width) * u128::from(height) * u128::from(channels);
-    if expected != pixels.len() as u128 {
-        return Err(DescriptorError::BufferLength {
-            width,
-            height,
-            channels,
-            expected,
-            actual: pixels.len(),
-        });
+        let grey: Vec<F32> = if channels == 1 {
+            pixels.iter().map(|&p| F32::new(f32::from(p))).collect()
+        } else {
+            pixels
+                .chunks_exact(3)
+                .map(|rgb| {
+                    F32::new(
+                        LUMA[0] * f32::from(rgb[0])
+                            + LUMA[1] * f32::from(rgb[1])
+                            + LUMA[2] * f32::from(rgb[2]),
+                    )
+                })
+                .collect()
+        };
+        let thumb = thumbnail(&grey, width, height)?;
+        Ok(self.describe_thumbnail(&thumb))
     }
 
-    let grey: Vec<F32> = if channels == 1 {
-        pixels.iter().map(|&p| F32::new(f32::from(p))).collect()
-    } else {
-        pixels
-            .chunks_exact(3)
-            .map(|rgb| {
-                F32::new(
-                    LUMA[0] * f32::from(rgb[0])
-                        + LUMA[1] * f32::from(rgb[1])
-                        + LUMA[2] * f32::from(rgb[2]),
-                )
-            })
-            .collect()
-    };
-    let thumb = thumbnail(&grey, width, height)?;
-    Ok(describe_thumbnail(&thumb))
+    /// Window, DCT, weighting and normalisation of a `GRID`×`GRID` thumbnail.
+    fn describe_thumbnail(&self, thumb: &[f32]) -> Vec<f32> {
+        let t = self;
+        let block = self.block;
+
+        // Subtract the window-weighted mean, then apply the window: the result
+        // sums to zero (no DC) and ignores additive brightness shifts.
+        let (mut weighted, mut total) = (0.0f64, 0.0f64);
+        for (i, row) in thumb.chunks_exact(GRID).enumerate() {
+            for (j, &p) in row.iter().enumerate() {
+                let w = f64::from(t.window[i] * t.window[j]);
+                weighted += w * f64::from(p);
+                total += w;
+            }
+        }
+        let mean = (weighted / total) as f32;
+        let x: Vec<f32> = thumb
+            .iter()
+            .enumerate()
+            .map(|(k, &p)| (p - mean) * t.window[k / GRID] * t.window[k % GRID])
+            .collect();
+
+        // First product: rows = C · X (block × GRID).
+        let mut rows = vec![0.0f32; block * GRID];
+        for u in 0..block {
+            let c = &t.dct[u * GRID..(u + 1) * GRID];
+            let out = &mut rows[u * GRID..(u + 1) * GRID];
+            for (i, &ci) in c.iter().enumerate() {
+                let xi = &x[i * GRID..(i + 1) * GRID];
+                for (o, &xv) in out.iter_mut().zip(xi) {
+                    *o += ci * xv;
+                }
+            }
+        }
+
+        // Second product: Y = rows · Cᵀ, keeping the block without (0, 0).
+        let mut desc = Vec::with_capacity(self.dim());
+        for u in 0..block {
+            let r = &rows[u * GRID..(u + 1) * GRID];
+            for v in 0..block {
+                if u == 0 && v == 0 {
+                    continue;
+                }
+                let c = &t.dct[v * GRID..(v + 1) * GRID];
+                let y: f32 = r.iter().zip(c).map(|(a, b)| a * b).sum();
+                desc.push(y * t.weights[desc.len()]);
+            }
+        }
+
+        let norm = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm.is_finite() && norm >= MIN_ENERGY {
+            for v in &mut desc {
+                *v /= norm;
+            }
+        } else {
+            desc.fill(0.0);
+        }
+        desc
+    }
 }
 
 /// Resizes the grey image to the `GRID`×`GRID` thumbnail (row-major).
@@ -255,61 +403,20 @@ fn thumbnail(grey: &[F32], width: u32, height: u32) -> Result<Vec<f32>, Descript
     Ok(dst.pixels().iter().map(|p| p.0).collect())
 }
 
-/// Window, DCT, weighting and normalisation of a `GRID`×`GRID` thumbnail.
-fn describe_thumbnail(thumb: &[f32]) -> Vec<f32> {
-    let t = tables();
-
-    // Subtract the window-weighted mean, then apply the window: the result
-    // sums to zero (no DC) and ignores additive brightness shifts.
-    let (mut weighted, mut total) = (0.0f64, 0.0f64);
-    for (i, row) in thumb.chunks_exact(GRID).enumerate() {
-        for (j, &p) in row.iter().enumerate() {
-            let w = f64::from(t.window[i] * t.window[j]);
-            weighted += w * f64::from(p);
-            total += w;
-        }
-    }
-    let mean = (weighted / total) as f32;
-    let x: Vec<f32> = thumb
-        .iter()
-        .enumerate()
-        .map(|(k, &p)| (p - mean) * t.window[k / GRID] * t.window[k % GRID])
-        .collect();
-
-    // First product: rows = C · X (BLOCK × GRID).
-    let mut rows = vec![0.0f32; BLOCK * GRID];
-    for u in 0..BLOCK {
-        let c = &t.dct[u * GRID..(u + 1) * GRID];
-        let out = &mut rows[u * GRID..(u + 1) * GRID];
-        for (i, &ci) in c.iter().enumerate() {
-            let xi = &x[i * GRID..(i + 1) * GRID];
-            for (o, &xv) in out.iter_mut().zip(xi) {
-                *o += ci * xv;
-            }
-        }
-    }
-
-    // Second product: Y = rows · Cᵀ, keeping the block without (0, 0).
-    let mut desc = Vec::with_capacity(DESCRIPTOR_DIM);
-    for u in 0..BLOCK {
-        let r = &rows[u * GRID..(u + 1) * GRID];
-        for v in 0..BLOCK {
-            if u == 0 && v == 0 {
-                continue;
-            }
-            let c = &t.dct[v * GRID..(v + 1) * GRID];
-            let y: f32 = r.iter().zip(c).map(|(a, b)| a * b).sum();
-            desc.push(y * t.weights[desc.len()]);
-        }
-    }
-
-    let norm = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm.is_finite() && norm >= MIN_ENERGY {
-        for v in &mut desc {
-            *v /= norm;
-        }
-    } else {
-        desc.fill(0.0);
-    }
-    desc
+/// The descriptor with the default parameters ([`DctParams::default`]), as
+/// one call: see [`DctDescriptor::describe`].
+///
+/// # Errors
+///
+/// As [`DctDescriptor::describe`].
+pub fn dct_descriptor(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    channels: u8,
+) -> Result<Vec<f32>, DescriptorError> {
+    static DEFAULT: OnceLock<DctDescriptor> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| DctDescriptor::new(&DctParams::default()).expect("defaults are valid"))
+        .describe(pixels, width, height, channels)
 }

@@ -13,12 +13,12 @@ use rayon::prelude::*;
 
 use crate::EmbedError;
 use crate::config::Features;
-use crate::descriptor::{DESCRIPTOR_DIM, dct_descriptor};
+use crate::descriptor::DctDescriptor;
 
 /// A ready model: call [`Embedder::embed`] per batch. Owned by one thread at a time.
 pub enum Embedder {
     /// The copy-detection descriptor, computed on a pool of the stage's threads.
-    Dct(rayon::ThreadPool),
+    Dct(DctDescriptor, rayon::ThreadPool),
     /// A ViT with its input transform.
     Vit(Box<VitEmbedder>),
 }
@@ -37,7 +37,7 @@ impl Embedder {
     /// Values per vector.
     pub fn dim(&self) -> usize {
         match self {
-            Self::Dct(_) => DESCRIPTOR_DIM,
+            Self::Dct(descriptor, _) => descriptor.dim(),
             Self::Vit(v) => {
                 let d = v.model.config().embed_dim as usize;
                 if v.features == Features::ClsMeanPatch {
@@ -52,13 +52,13 @@ impl Embedder {
     /// The vectors of the batch's rows, row-major (`rows × dim`), L2-normalised when `unit`.
     pub fn embed(&self, batch: &RecordBatch, unit: bool) -> Result<Vec<f32>, EmbedError> {
         match self {
-            Self::Dct(pool) => pool.install(|| dct_batch(batch)),
+            Self::Dct(descriptor, pool) => pool.install(|| dct_batch(descriptor, batch)),
             Self::Vit(v) => v.embed(batch, unit),
         }
     }
 }
 
-fn dct_batch(batch: &RecordBatch) -> Result<Vec<f32>, EmbedError> {
+fn dct_batch(descriptor: &DctDescriptor, batch: &RecordBatch) -> Result<Vec<f32>, EmbedError> {
     let column = |name: &str| {
         batch
             .column_by_name(name)
@@ -86,7 +86,7 @@ fn dct_batch(batch: &RecordBatch) -> Result<Vec<f32>, EmbedError> {
             if pixels.is_null(i) {
                 return Err(EmbedError::Input(format!("row {i} has no pixels")));
             }
-            Ok(dct_descriptor(
+            Ok(descriptor.describe(
                 pixels.value(i),
                 width.value(i),
                 height.value(i),

@@ -20,6 +20,8 @@ use dinoflow_vision::tensor::ImageTransform;
 use dinoflow_vision::{DeviceChoice, VisionError, VitModel};
 use futures::TryStreamExt;
 
+use crate::descriptor::DctDescriptor;
+
 pub use config::{EmbedConfig, Features, ModelSpec, VitSpec};
 pub use embedder::{Embedder, VitEmbedder};
 
@@ -209,7 +211,7 @@ pub fn build(
                 .num_threads(cpus.max(1))
                 .build()
                 .map_err(|e| EmbedError::Worker(e.to_string()))?;
-            return Ok(Embedder::Dct(pool));
+            return Ok(Embedder::Dct(DctDescriptor::new(&config.descriptor)?, pool));
         }
         (ModelSpec::Vit(spec), None) => {
             let mut vit = spec.preset.config();

@@ -25,7 +25,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dinoflow_embed::descriptor::{DESCRIPTOR_DIM, DescriptorError, dct_descriptor};
+use dinoflow_embed::descriptor::{
+    DESCRIPTOR_DIM, DctDescriptor, DctParams, DescriptorError, Weighting, dct_descriptor,
+};
 use image::imageops::FilterType;
 use image::{DynamicImage, ExtendedColorType, ImageFormat, RgbImage};
 
@@ -378,4 +380,53 @@ fn bad_inputs_are_rejected_with_clear_errors() {
         matches!(err, DescriptorError::BufferLength { actual: 3, .. }),
         "{err}"
     );
+}
+
+/// The parameters set the length, `flat` weighting changes the vector, the defaults are the
+/// one-call descriptor, and out-of-range parameters are refused with what is allowed.
+#[test]
+fn descriptor_parameters() {
+    let (w, h) = (40, 30);
+    let grey = grey_pattern(w, h);
+    let default = DctDescriptor::new(&DctParams::default()).expect("defaults are valid");
+    assert_eq!(default.dim(), DESCRIPTOR_DIM);
+    assert_eq!(
+        default.describe(&grey, w, h, 1).unwrap(),
+        dct_descriptor(&grey, w, h, 1).unwrap()
+    );
+    let fine = DctParams {
+        block: 16,
+        window: 0.3,
+        weighting: Weighting::Flat,
+    };
+    let fine = DctDescriptor::new(&fine).expect("valid");
+    let v = fine.describe(&grey, w, h, 1).unwrap();
+    assert_eq!(v.len(), 255);
+    let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    let coarse = DctDescriptor::new(&DctParams {
+        block: 16,
+        window: 0.3,
+        weighting: Weighting::Coarse,
+    })
+    .unwrap()
+    .describe(&grey, w, h, 1)
+    .unwrap();
+    assert!(coarse.iter().zip(&v).any(|(a, b)| (a - b).abs() > 1e-3));
+
+    for (block, window, what) in [
+        (1, 0.2, "block"),
+        (33, 0.2, "block"),
+        (9, 0.0, "window"),
+        (9, f32::NAN, "window"),
+    ] {
+        let err = DctDescriptor::new(&DctParams {
+            block,
+            window,
+            weighting: Weighting::Coarse,
+        })
+        .expect_err("out of range");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("`{what}`")), "{msg}");
+    }
 }
