@@ -9,6 +9,7 @@ use dinoflow_engine::{
 };
 use dinoflow_storage::{CacheState, Store};
 
+use crate::funnel;
 use crate::progress::Bars;
 use crate::{Cli, Command, DagFormat, Executor, PluginCommand};
 
@@ -195,15 +196,21 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
 async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
     let engine = open_engine(store_url, true)?;
     let db = engine.db();
-    if let Ok(id) = target.parse::<i64>() {
+    let run_id = if target == "last" {
+        db.runs(1)?.first().map(|r| r.id)
+    } else {
+        target.parse::<i64>().ok()
+    };
+    if let Some(id) = run_id {
         let run = db.run(id)?.ok_or_else(|| {
             EngineError::NotFound(format!(
                 "no run {id} in {store_url}; `dinoflow runs` lists them"
             ))
         })?;
         let stages = db.stages_of_run(id)?;
+        let funnel = funnel::funnel(engine.store(), &stages).await?;
         if json {
-            print_json(&serde_json::json!({ "run": run, "stages": stages }))?;
+            print_json(&serde_json::json!({ "run": run, "stages": stages, "funnel": funnel }))?;
         } else {
             println!(
                 "run {} of {} ({}): {}",
@@ -217,21 +224,22 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
             if let Some(e) = run.error {
                 println!("  error: {e}");
             }
-            for s in stages {
+            println!(
+                "  {:<20} {:<9} {:>9}  rows in → rows out",
+                "stage", "status", "time"
+            );
+            for (s, f) in stages.iter().zip(&funnel) {
                 println!(
-                    "  {:<20} {:<9} {:>8.2}s  {} {}@{}  {}",
+                    "  {:<20} {:<9} {:>8.2}s  {} → {}",
                     s.stage,
                     s.status,
                     s.seconds.unwrap_or(0.0),
-                    s.fingerprint,
-                    s.kind,
-                    s.version,
-                    if s.metrics.is_null() {
-                        String::new()
-                    } else {
-                        s.metrics.to_string()
-                    }
+                    funnel::describe(&f.inputs),
+                    funnel::describe(&f.outputs),
                 );
+                if !s.metrics.is_null() && s.metrics != serde_json::json!({}) {
+                    println!("  {:<20} {}", "", s.metrics);
+                }
             }
         }
         return Ok(ExitCode::SUCCESS);

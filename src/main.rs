@@ -1,6 +1,7 @@
 //! The `dinoflow` command line: it only wires the engine, the store and the stage plugins together.
 
 mod commands;
+mod funnel;
 mod plugin;
 mod progress;
 
@@ -69,7 +70,7 @@ enum Command {
     },
     /// Show one run (by id) or one stage's history and outputs (by name).
     Show {
-        /// Run id or stage name.
+        /// Run id, `last` (the latest run) or stage name.
         target: String,
         /// Store URL.
         #[arg(long, default_value = ".dinoflow")]

@@ -1,6 +1,7 @@
 //! The run database (SQLite): runs, stage runs, status, timings, fingerprints, errors, metrics.
 //! History and lineage only: the store's manifests decide cache hits.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -60,6 +61,8 @@ pub struct StageRunRow {
     pub error: Option<String>,
     /// Metrics the stage recorded.
     pub metrics: serde_json::Value,
+    /// Input port → `<upstream fingerprint>/<upstream port>` (from the fingerprint parts).
+    pub inputs: BTreeMap<String, String>,
 }
 
 fn now() -> String {
@@ -236,13 +239,14 @@ impl RunDb {
         value: &dyn rusqlite::ToSql,
     ) -> Result<Vec<StageRunRow>, EngineError> {
         let sql = format!(
-            "SELECT run_id, stage, kind, version, fingerprint, status, started, seconds, error, metrics
-             FROM stage_runs WHERE {filter} = ?1 ORDER BY id"
+            "SELECT run_id, stage, kind, version, fingerprint, status, started, seconds, error, metrics,
+             parts FROM stage_runs WHERE {filter} = ?1 ORDER BY id"
         );
         self.with(|c| {
             let mut st = c.prepare(&sql)?;
             st.query_map([value], |r| {
                 let metrics: String = r.get(9)?;
+                let parts: String = r.get(10)?;
                 Ok(StageRunRow {
                     run_id: r.get(0)?,
                     stage: r.get(1)?,
@@ -254,6 +258,9 @@ impl RunDb {
                     seconds: r.get(7)?,
                     error: r.get(8)?,
                     metrics: serde_json::from_str(&metrics).unwrap_or_default(),
+                    inputs: serde_json::from_str::<FingerprintParts>(&parts)
+                        .map(|p| p.inputs)
+                        .unwrap_or_default(),
                 })
             })?
             .collect()
