@@ -25,4 +25,8 @@ $BIN dag workflows/curate.yaml
 $BIN run workflows/curate.yaml
 $BIN show photos_curated
 $BIN show fmnist_vectors
+echo "== curation with ground truth: dedup against an evaluation set, retrieval by seeds (workflows/curate-fashion-mnist.yaml)"
+$BIN run workflows/curate-fashion-mnist.yaml
+echo "== the funnel: rows in and out of every stage"
+$BIN show last
 echo "outputs are Parquet under .dinoflow/objects/; history in .dinoflow/runs.db"

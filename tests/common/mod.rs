@@ -21,6 +21,7 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 /// Writes `yaml` to `dir/name` and returns the path as a string.
+#[allow(dead_code)]
 pub fn write_workflow(dir: &Path, name: &str, yaml: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, yaml).unwrap();
