@@ -1,0 +1,22 @@
+//! DINOv2's self-supervised training objective on libtorch (dinov2.md §2), the building blocks of
+//! the `pretrain` stage:
+//!
+//! - [`DinoHead`]: the projection head (MLP, bottleneck, L2 normalisation, weight-normalised
+//!   prototypes with a trainable `g`);
+//! - [`loss`]: teacher centering and Sinkhorn-Knopp, the DINO loss over crop pairs, the iBOT loss
+//!   over masked patches, the KoLeo regulariser;
+//! - [`masking`]: iBOT's block masks and their per-batch ratios;
+//! - [`schedule`]: the cosine schedules (learning rate, weight decay, teacher temperature, EMA
+//!   momentum, frozen prototypes);
+//! - [`optim`]: parameter groups (layer-wise learning-rate decay, no weight decay on biases, norms
+//!   and LayerScale), AdamW and per-module gradient clipping.
+
+mod error;
+pub mod head;
+pub mod loss;
+pub mod masking;
+pub mod optim;
+pub mod schedule;
+
+pub use error::PretrainError;
+pub use head::{DinoHead, HeadConfig};
