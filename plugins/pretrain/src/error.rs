@@ -11,6 +11,9 @@ pub enum PretrainError {
     /// Tensors of the wrong shape or kind were given.
     #[error("{0}")]
     Shape(String),
+    /// A loss or gradient is NaN or infinite (the training diverged).
+    #[error("non-finite values: {0}")]
+    NonFinite(String),
     /// libtorch failed.
     #[error("libtorch: {0}")]
     Torch(#[from] TchError),

@@ -8,11 +8,13 @@
 //! - [`masking`]: iBOT's block masks and their per-batch ratios;
 //! - [`schedule`]: the cosine schedules (learning rate, weight decay, teacher temperature, EMA
 //!   momentum, frozen prototypes);
+//! - [`learner`]: one training iteration of student and EMA teacher;
 //! - [`optim`]: parameter groups (layer-wise learning-rate decay, no weight decay on biases, norms
 //!   and LayerScale), AdamW and per-module gradient clipping.
 
 mod error;
 pub mod head;
+pub mod learner;
 pub mod loss;
 pub mod masking;
 pub mod optim;
@@ -20,3 +22,4 @@ pub mod schedule;
 
 pub use error::PretrainError;
 pub use head::{DinoHead, HeadConfig};
+pub use learner::{Batch, Centering, Learner, ObjectiveConfig, StepLosses, StepValues};

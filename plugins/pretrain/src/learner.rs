@@ -1,0 +1,429 @@
+//! One DINOv2 training iteration (dinov2 `train/ssl_meta_arch.py`, dinov2.md §2.1–2.3): the
+//! student and its EMA teacher (backbone, DINO head, optional separate iBOT head), the teacher
+//! targets, the four loss terms, per-module clipping, AdamW and the teacher update.
+//!
+//! The student runs the global and local crops as two forward passes rather than dinov2's packed
+//! sequence (the same result, dinov2.md §9). Variables are named `backbone.*` (timm's ViT names),
+//! `dino_head.*` and `ibot_head.*`.
+
+use dinoflow_vision::tch::nn::VarStore;
+use dinoflow_vision::tch::{Device, Kind, Tensor, nn, no_grad};
+use dinoflow_vision::{Vit, VitConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::loss::{Center, dino_loss, ibot_loss, koleo_loss, sinkhorn_knopp};
+use crate::masking::BatchMasks;
+use crate::optim::{AdamW, Param, clip_grad_norm, ema_update};
+use crate::{DinoHead, HeadConfig, PretrainError};
+
+/// How the teacher's logits become targets.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Centering {
+    /// Softmax after subtracting an EMA of the batch-mean logits (momentum 0.9): dinov2's default.
+    #[default]
+    Centering,
+    /// Sinkhorn-Knopp with 3 iterations (dinov2's ViT-L and ViT-g configs).
+    SinkhornKnopp,
+}
+
+/// The objective's settings (defaults: dinov2's `ssl_default_config.yaml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    /// The DINO head (and the iBOT head when separate).
+    pub head: HeadConfig,
+    /// A separate iBOT head instead of sharing the DINO head (dinov2: ViT-L and g only).
+    pub separate_ibot_head: bool,
+    /// Teacher target normalisation.
+    pub centering: Centering,
+    /// Weight of the DINO terms (1.0).
+    pub dino_weight: f64,
+    /// Weight of the iBOT term (1.0).
+    pub ibot_weight: f64,
+    /// Weight of KoLeo per global crop (0.1).
+    pub koleo_weight: f64,
+    /// Gradient norm limit per module (3.0).
+    pub clip_grad: f64,
+    /// Layer-wise learning-rate decay (0.9; 1.0 = off).
+    pub layer_decay: f64,
+    /// Extra learning-rate factor of the patch embedding (0.2).
+    pub patch_embed_lr: f64,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self {
+            head: HeadConfig::dinov2(),
+            separate_ibot_head: false,
+            centering: Centering::default(),
+            dino_weight: 1.0,
+            ibot_weight: 1.0,
+            koleo_weight: 0.1,
+            clip_grad: 3.0,
+            layer_decay: 0.9,
+            patch_embed_lr: 0.2,
+        }
+    }
+}
+
+/// A backbone with its heads.
+#[derive(Debug)]
+pub struct Network {
+    /// The ViT.
+    pub backbone: Vit,
+    /// The DINO head.
+    pub dino_head: DinoHead,
+    /// The iBOT head, when not shared with the DINO head.
+    pub ibot_head: Option<DinoHead>,
+}
+
+impl Network {
+    fn new(
+        p: &nn::Path,
+        vit: &VitConfig,
+        objective: &ObjectiveConfig,
+    ) -> Result<Self, PretrainError> {
+        let backbone =
+            Vit::new(&(p / "backbone"), vit).map_err(|e| PretrainError::Config(e.to_string()))?;
+        let dino_head = DinoHead::new(&(p / "dino_head"), vit.embed_dim, &objective.head)?;
+        let ibot_head = if objective.separate_ibot_head {
+            Some(DinoHead::new(
+                &(p / "ibot_head"),
+                vit.embed_dim,
+                &objective.head,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            backbone,
+            dino_head,
+            ibot_head,
+        })
+    }
+
+    fn ibot(&self) -> &DinoHead {
+        self.ibot_head.as_ref().unwrap_or(&self.dino_head)
+    }
+}
+
+/// One batch on the training device.
+#[derive(Debug)]
+pub struct Batch {
+    /// Global crops, crop-major: all first crops, then all second crops (2B × C × H × W).
+    pub global: Tensor,
+    /// Local crops, crop-major (n_local·B × C × h × w), or none.
+    pub local: Option<Tensor>,
+    /// Local crops per image.
+    pub local_crops: usize,
+    /// iBOT masks of the global crops (2B × patches, bool).
+    pub masks: Tensor,
+    /// Flat indices of the masked patches in the (2B · patches) grid.
+    pub mask_indices: Tensor,
+    /// 1 / (masked patches of the crop) for every masked patch.
+    pub mask_weights: Tensor,
+}
+
+impl Batch {
+    /// A batch from crops and their masks, moved to `device`.
+    pub fn new(
+        global: Tensor,
+        local: Option<Tensor>,
+        local_crops: usize,
+        masks: &BatchMasks,
+        device: Device,
+    ) -> Result<Self, PretrainError> {
+        let crops = global.size()[0];
+        if crops % 2 != 0 || masks.masks.len() as i64 != crops {
+            return Err(PretrainError::Shape(format!(
+                "{crops} global crops (need 2 per image) and {} masks",
+                masks.masks.len()
+            )));
+        }
+        let flat: Vec<bool> = masks.masks.iter().flatten().copied().collect();
+        let patches = masks.masks.first().map_or(0, Vec::len) as i64;
+        Ok(Self {
+            global: global.to_device(device),
+            local: local.map(|l| l.to_device(device)),
+            local_crops,
+            masks: Tensor::from_slice(&flat)
+                .view([crops, patches])
+                .to_device(device),
+            mask_indices: Tensor::from_slice(&masks.indices()).to_device(device),
+            mask_weights: Tensor::from_slice(&masks.weights()).to_device(device),
+        })
+    }
+}
+
+/// The scheduled values of one iteration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepValues {
+    /// Learning rate.
+    pub lr: f64,
+    /// Learning rate of the prototype layers (0 during the first epoch).
+    pub last_layer_lr: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// EMA momentum of the teacher.
+    pub momentum: f64,
+    /// Teacher temperature.
+    pub teacher_temp: f64,
+}
+
+/// The losses and health figures of one iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepLosses {
+    /// DINO loss over local-crop pairs (already divided by the number of pairs).
+    pub dino_local: f64,
+    /// DINO loss over the two cross-global pairs.
+    pub dino_global: f64,
+    /// KoLeo, weighted, summed over the global crops.
+    pub koleo: f64,
+    /// iBOT loss, weighted.
+    pub ibot: f64,
+    /// The sum that was minimised.
+    pub total: f64,
+    /// Mean entropy of the teacher's DINO targets (nats; log K = uniform, 0 = one-hot).
+    pub teacher_entropy: f64,
+    /// Mean over dimensions of the batch standard deviation of the L2-normalised student cls
+    /// tokens (near 0 = collapse).
+    pub feature_std: f64,
+}
+
+/// Student, teacher, optimiser and centres: everything one iteration changes.
+pub struct Learner {
+    /// The student's variables.
+    pub student_vs: VarStore,
+    /// The student.
+    pub student: Network,
+    /// The teacher's variables (no gradients).
+    pub teacher_vs: VarStore,
+    /// The teacher, an EMA of the student.
+    pub teacher: Network,
+    /// The student's trainable tensors with their multipliers, sorted by name.
+    pub params: Vec<Param>,
+    /// The teacher's tensors, in the order of `params`.
+    teacher_tensors: Vec<Tensor>,
+    /// AdamW state.
+    pub optimizer: AdamW,
+    /// Centre of the DINO targets.
+    pub dino_center: Center,
+    /// Centre of the iBOT targets.
+    pub ibot_center: Center,
+    objective: ObjectiveConfig,
+}
+
+impl Learner {
+    /// A student with random weights (the ViT gets a mask token) and a teacher equal to it.
+    pub fn new(
+        vit: &VitConfig,
+        objective: &ObjectiveConfig,
+        device: Device,
+    ) -> Result<Self, PretrainError> {
+        let vit = VitConfig {
+            mask_token: true,
+            ..vit.clone()
+        };
+        let student_vs = VarStore::new(device);
+        let student = Network::new(&student_vs.root(), &vit, objective)?;
+        let mut teacher_vs = VarStore::new(device);
+        let teacher = Network::new(&teacher_vs.root(), &vit, objective)?;
+        teacher_vs.copy(&student_vs)?;
+        teacher_vs.freeze();
+        let mut named: Vec<(String, Tensor)> = student_vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let teacher_vars = teacher_vs.variables();
+        let mut teacher_tensors = Vec::with_capacity(named.len());
+        for (name, _) in &named {
+            let t = teacher_vars.get(name).ok_or_else(|| {
+                PretrainError::Shape(format!("teacher lacks the student's variable {name}"))
+            })?;
+            teacher_tensors.push(t.shallow_clone());
+        }
+        let depth = vit.depth as usize;
+        let params: Vec<Param> = named
+            .into_iter()
+            .map(|(name, t)| {
+                Param::new(
+                    &name,
+                    t,
+                    depth,
+                    objective.layer_decay,
+                    objective.patch_embed_lr,
+                )
+            })
+            .collect();
+        let optimizer = AdamW::new(&params);
+        let k = objective.head.prototypes;
+        let like = Tensor::zeros([1], (Kind::Float, device));
+        Ok(Self {
+            student_vs,
+            student,
+            teacher_vs,
+            teacher,
+            params,
+            teacher_tensors,
+            optimizer,
+            dino_center: Center::new(k, 0.9, &like),
+            ibot_center: Center::new(k, 0.9, &like),
+            objective: objective.clone(),
+        })
+    }
+
+    /// Loads the student's weights from a safetensors file (every variable by name) and makes
+    /// the teacher equal to it.
+    pub fn load_student(&mut self, path: &std::path::Path) -> Result<(), PretrainError> {
+        self.student_vs.load(path)?;
+        self.teacher_vs.copy(&self.student_vs)?;
+        Ok(())
+    }
+
+    /// Teacher targets for the DINO head (swapped global crops) and for the masked patches.
+    fn teacher_targets(
+        &mut self,
+        batch: &Batch,
+        temp: f64,
+    ) -> Result<(Tensor, Tensor), PretrainError> {
+        no_grad(|| {
+            let out = self
+                .teacher
+                .backbone
+                .forward(&batch.global, None, false)
+                .map_err(|e| PretrainError::Shape(e.to_string()))?;
+            let b = out.cls.size()[0] / 2;
+            let swapped = Tensor::cat(&[out.cls.narrow(0, b, b), out.cls.narrow(0, 0, b)], 0);
+            let cls_logits = self.teacher.dino_head.forward(&swapped);
+            let masked = out
+                .patches
+                .flatten(0, 1)
+                .index_select(0, &batch.mask_indices);
+            let patch_logits = self.teacher.ibot().forward(&masked);
+            Ok(match self.objective.centering {
+                Centering::Centering => {
+                    let dino = self.dino_center.targets(&cls_logits, temp);
+                    let ibot = self.ibot_center.targets(&patch_logits, temp);
+                    self.dino_center.update(&cls_logits);
+                    self.ibot_center.update(&patch_logits);
+                    (dino, ibot)
+                }
+                Centering::SinkhornKnopp => (
+                    sinkhorn_knopp(&cls_logits, temp, 3),
+                    sinkhorn_knopp(&patch_logits, temp, 3),
+                ),
+            })
+        })
+    }
+
+    /// One iteration: forward, losses, backward, clipping, AdamW, teacher EMA.
+    pub fn step(
+        &mut self,
+        batch: &Batch,
+        values: &StepValues,
+    ) -> Result<StepLosses, PretrainError> {
+        let (dino_targets, ibot_targets) = self.teacher_targets(batch, values.teacher_temp)?;
+        let student = &self.student;
+        let global = student
+            .backbone
+            .forward(&batch.global, Some(&batch.masks), true)
+            .map_err(|e| PretrainError::Shape(e.to_string()))?;
+        let global_logits = student.dino_head.forward(&global.cls);
+        let n_local = batch.local_crops as i64;
+        let pairs = (n_local * 2 + 2) as f64;
+        let dino_local = match &batch.local {
+            Some(local) if n_local > 0 => {
+                let cls = student
+                    .backbone
+                    .forward(local, None, true)
+                    .map_err(|e| PretrainError::Shape(e.to_string()))?
+                    .cls;
+                let logits = student.dino_head.forward(&cls);
+                dino_loss(&logits.chunk(n_local, 0), &dino_targets.chunk(2, 0))? / pairs
+            }
+            _ => Tensor::zeros([], (Kind::Float, batch.global.device())),
+        };
+        let dino_global =
+            dino_loss(&[global_logits], &[dino_targets.shallow_clone()])? * 2.0 / pairs;
+        let mut koleo = Tensor::zeros([], (Kind::Float, batch.global.device()));
+        for chunk in global.cls.chunk(2, 0) {
+            koleo += koleo_loss(&chunk)?;
+        }
+        let koleo = koleo * self.objective.koleo_weight;
+        let masked = global
+            .patches
+            .flatten(0, 1)
+            .index_select(0, &batch.mask_indices);
+        let patch_logits = student.ibot().forward(&masked);
+        let ibot = ibot_loss(
+            &patch_logits,
+            &ibot_targets,
+            &batch.mask_weights,
+            global.cls.size()[0],
+        )? * self.objective.ibot_weight;
+        let total = (&dino_local + &dino_global) * self.objective.dino_weight + &koleo + &ibot;
+        let total_value = total.double_value(&[]);
+        if !total_value.is_finite() {
+            return Err(PretrainError::NonFinite(format!(
+                "loss is {total_value} (dino local {}, dino global {}, koleo {}, ibot {})",
+                dino_local.double_value(&[]),
+                dino_global.double_value(&[]),
+                koleo.double_value(&[]),
+                ibot.double_value(&[])
+            )));
+        }
+
+        for p in &self.params {
+            let mut t = p.tensor.shallow_clone();
+            t.zero_grad();
+        }
+        total.backward();
+        for module in ["backbone.", "dino_head.", "ibot_head."] {
+            let members: Vec<&Param> = self
+                .params
+                .iter()
+                .filter(|p| p.name.starts_with(module))
+                .collect();
+            if !members.is_empty() {
+                clip_grad_norm(&members, self.objective.clip_grad);
+            }
+        }
+        self.optimizer.step(
+            &self.params,
+            values.lr,
+            values.last_layer_lr,
+            values.weight_decay,
+        )?;
+        let student_tensors: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| p.tensor.shallow_clone())
+            .collect();
+        ema_update(&self.teacher_tensors, &student_tensors, values.momentum)?;
+
+        let (teacher_entropy, feature_std) = no_grad(|| {
+            let entropy = -(&dino_targets * dino_targets.clamp_min(1e-12).log())
+                .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+                .mean(Kind::Float);
+            let cls = global.cls.detach().to_kind(Kind::Float);
+            let unit = &cls
+                / cls
+                    .norm_scalaropt_dim(2, [-1i64].as_slice(), true)
+                    .clamp_min(1e-12);
+            let std = unit
+                .std_dim([0i64].as_slice(), true, false)
+                .mean(Kind::Float);
+            (entropy.double_value(&[]), std.double_value(&[]))
+        });
+        Ok(StepLosses {
+            dino_local: dino_local.double_value(&[]),
+            dino_global: dino_global.double_value(&[]),
+            koleo: koleo.double_value(&[]),
+            ibot: ibot.double_value(&[]),
+            total: total_value,
+            teacher_entropy,
+            feature_std,
+        })
+    }
+}
