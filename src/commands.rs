@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
     r.register(dinoflow_embed::Embed);
     r.register(dinoflow_curate::Dedup);
     r.register(dinoflow_curate::Retrieval);
+    r.register(dinoflow_pretrain::Pretrain);
     r
 }
 

@@ -13,7 +13,7 @@ use crate::PretrainError;
 
 /// The shape of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HeadConfig {
     /// Prototypes K (the paper: 65,536).
     pub prototypes: i64,
@@ -23,6 +23,12 @@ pub struct HeadConfig {
     pub bottleneck_dim: i64,
     /// Linear layers in the MLP, at least 1 (the paper: 3).
     pub layers: usize,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self::dinov2()
+    }
 }
 
 impl HeadConfig {

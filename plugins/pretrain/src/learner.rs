@@ -8,6 +8,7 @@
 
 use dinoflow_vision::tch::nn::VarStore;
 use dinoflow_vision::tch::{Device, Kind, Tensor, nn, no_grad};
+use dinoflow_vision::weights::NamedTensors;
 use dinoflow_vision::{Vit, VitConfig};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,7 @@ pub enum Centering {
 
 /// The objective's settings (defaults: dinov2's `ssl_default_config.yaml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ObjectiveConfig {
     /// The DINO head (and the iBOT head when separate).
     pub head: HeadConfig,
@@ -279,6 +280,90 @@ impl Learner {
         self.student_vs.load(path)?;
         self.teacher_vs.copy(&self.student_vs)?;
         Ok(())
+    }
+
+    /// Everything a resumed run needs, as named CPU tensors: `student.*`, `teacher.*`,
+    /// `adam_m.*`, `adam_v.*` (by parameter name) and `center.dino`, `center.ibot`. The optimiser's
+    /// step count is [`AdamW::step`].
+    pub fn state(&self) -> NamedTensors {
+        let mut out = NamedTensors::new();
+        for ((p, t), (m, v)) in self
+            .params
+            .iter()
+            .zip(&self.teacher_tensors)
+            .zip(&self.optimizer.moments)
+        {
+            let cpu = |x: &Tensor| x.detach().to_device(Device::Cpu);
+            out.insert(format!("student.{}", p.name), cpu(&p.tensor));
+            out.insert(format!("teacher.{}", p.name), cpu(t));
+            out.insert(format!("adam_m.{}", p.name), cpu(m));
+            out.insert(format!("adam_v.{}", p.name), cpu(v));
+        }
+        out.insert(
+            "center.dino".into(),
+            self.dino_center.value().to_device(Device::Cpu),
+        );
+        out.insert(
+            "center.ibot".into(),
+            self.ibot_center.value().to_device(Device::Cpu),
+        );
+        out
+    }
+
+    /// Restores what [`Learner::state`] saved (and the optimiser's step count `adam_step`).
+    pub fn restore(&mut self, state: &NamedTensors, adam_step: i64) -> Result<(), PretrainError> {
+        let get = |key: String| {
+            state
+                .get(&key)
+                .ok_or_else(|| PretrainError::Shape(format!("checkpoint lacks {key}")))
+        };
+        let device = self.dino_center.value().device();
+        no_grad(|| -> Result<(), PretrainError> {
+            for ((p, t), (m, v)) in self
+                .params
+                .iter()
+                .zip(&self.teacher_tensors)
+                .zip(&mut self.optimizer.moments)
+            {
+                for (dst, key) in [
+                    (p.tensor.shallow_clone(), format!("student.{}", p.name)),
+                    (t.shallow_clone(), format!("teacher.{}", p.name)),
+                    (m.shallow_clone(), format!("adam_m.{}", p.name)),
+                    (v.shallow_clone(), format!("adam_v.{}", p.name)),
+                ] {
+                    let src = get(key.clone())?;
+                    if src.size() != dst.size() {
+                        return Err(PretrainError::Shape(format!(
+                            "checkpoint {key} has shape {:?}, the model {:?}",
+                            src.size(),
+                            dst.size()
+                        )));
+                    }
+                    let mut dst = dst;
+                    dst.f_copy_(src)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.dino_center
+            .set_value(get("center.dino".into())?.to_device(device));
+        self.ibot_center
+            .set_value(get("center.ibot".into())?.to_device(device));
+        self.optimizer.step = adam_step;
+        Ok(())
+    }
+
+    /// The teacher's backbone with timm's names (no `backbone.` prefix): the trained model.
+    pub fn teacher_backbone(&self) -> NamedTensors {
+        self.params
+            .iter()
+            .zip(&self.teacher_tensors)
+            .filter_map(|(p, t)| {
+                p.name
+                    .strip_prefix("backbone.")
+                    .map(|n| (n.to_string(), t.detach().to_device(Device::Cpu)))
+            })
+            .collect()
     }
 
     /// Teacher targets for the DINO head (swapped global crops) and for the masked patches.

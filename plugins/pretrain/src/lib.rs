@@ -1,5 +1,5 @@
-//! DINOv2's self-supervised training objective on libtorch (dinov2.md §2), the building blocks of
-//! the `pretrain` stage:
+//! DINOv2's self-supervised training on libtorch (dinov2.md §2): the `pretrain` stage
+//! ([`Pretrain`], configured by [`PretrainConfig`]) and its building blocks:
 //!
 //! - [`DinoHead`]: the projection head (MLP, bottleneck, L2 normalisation, weight-normalised
 //!   prototypes with a trainable `g`);
@@ -12,6 +12,7 @@
 //! - [`optim`]: parameter groups (layer-wise learning-rate decay, no weight decay on biases, norms
 //!   and LayerScale), AdamW and per-module gradient clipping.
 
+pub mod config;
 mod error;
 pub mod head;
 pub mod learner;
@@ -19,7 +20,10 @@ pub mod loss;
 pub mod masking;
 pub mod optim;
 pub mod schedule;
+mod stage;
 
+pub use config::PretrainConfig;
 pub use error::PretrainError;
 pub use head::{DinoHead, HeadConfig};
 pub use learner::{Batch, Centering, Learner, ObjectiveConfig, StepLosses, StepValues};
+pub use stage::{MODEL_FILE, Pretrain, TRAINING_FILE};

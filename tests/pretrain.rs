@@ -1,0 +1,184 @@
+//! The pretrain stage through the CLI: a run killed (SIGKILL) after a checkpoint resumes from it
+//! and ends with exactly the weights of an uninterrupted run; its model feeds `embed`; bad
+//! configurations fail naming the stage and the field.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{dinoflow, json, run, stage_report, write_workflow};
+
+const WORKFLOW: &str = "name: pretrain-test
+stages:
+  train:
+    kind: ingest@1
+    with:
+      source:
+        idx:
+          images: /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+          labels: /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz
+      limit: 512
+  dino:
+    kind: pretrain@1
+    inputs: {images: train}
+    with:
+      preset: tiny-28
+      steps: 8
+      batch_size: 16
+      local_crops: 2
+      checkpoint_every: 2
+      seed: 3
+      objective: {head: {prototypes: 256, hidden_dim: 64, bottleneck_dim: 32}}
+  vectors:
+    kind: embed@1
+    inputs: {images: train, model: dino.model}
+    with: {model: input}
+";
+
+fn manifest(store: &Path, fingerprint: &str) -> serde_json::Value {
+    let path = store
+        .join("objects")
+        .join(fingerprint)
+        .join("manifest.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn run_json(wf: &str, store: &Path) -> serde_json::Value {
+    let out = run(&["--json", "run", wf, "--store", store.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
+/// The newest checkpoint step written under `store` so far.
+fn checkpoint_step(store: &Path) -> Option<usize> {
+    let dirs = std::fs::read_dir(store.join("checkpoints")).ok()?;
+    dirs.flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter_map(|f| {
+            let name = f.file_name().to_string_lossy().to_string();
+            name.strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+#[test]
+fn killed_pretrain_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write_workflow(dir.path(), "wf.yaml", WORKFLOW);
+    let clean_store = dir.path().join("clean");
+    let killed_store = dir.path().join("killed");
+
+    let clean = run_json(&wf, &clean_store);
+    let fp = stage_report(&clean, "dino")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(stage_report(&clean, "dino")["rows"]["metrics"], 8);
+    assert_eq!(stage_report(&clean, "vectors")["rows"]["embeddings"], 512);
+    assert!(
+        !clean_store.join("checkpoints").join(&fp).exists()
+            || std::fs::read_dir(clean_store.join("checkpoints").join(&fp))
+                .unwrap()
+                .next()
+                .is_none(),
+        "checkpoints are removed once the model is committed"
+    );
+
+    let mut child = dinoflow()
+        .args([
+            "--json",
+            "run",
+            &wf,
+            "--store",
+            killed_store.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while checkpoint_step(&killed_store).is_none_or(|s| s < 4) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training finished before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_at = checkpoint_step(&killed_store).unwrap();
+    assert!(
+        !killed_store
+            .join("objects")
+            .join(&fp)
+            .join("manifest.json")
+            .exists(),
+        "the killed run committed nothing"
+    );
+
+    let resumed = run_json(&wf, &killed_store);
+    assert_eq!(stage_report(&resumed, "dino")["fingerprint"], fp.as_str());
+    let run_id = resumed["run_id"].to_string();
+    let shown = json(&run(&[
+        "--json",
+        "show",
+        &run_id,
+        "--store",
+        killed_store.to_str().unwrap(),
+    ]));
+    let dino = shown["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "dino")
+        .unwrap();
+    let resumed_from = dino["metrics"]["resumed_from_step"].as_u64().unwrap() as usize;
+    assert!(resumed_from >= 4 && resumed_from <= killed_at, "{dino}");
+
+    // Same weights (every file's digest), same per-iteration metrics.
+    let (a, b) = (manifest(&clean_store, &fp), manifest(&killed_store, &fp));
+    assert_eq!(
+        a["outputs"]["model"]["files"],
+        b["outputs"]["model"]["files"]
+    );
+    assert_eq!(
+        a["outputs"]["model"]["digest"],
+        b["outputs"]["model"]["digest"]
+    );
+    assert_eq!(a["outputs"]["metrics"]["rows"], 8);
+    assert_eq!(stage_report(&resumed, "vectors")["rows"]["embeddings"], 512);
+}
+
+#[test]
+fn bad_pretrain_settings_name_the_stage_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (replace, message) in [
+        ("batch_size: 16", "`batch_size` is 1; it must be at least 2"),
+        ("steps: 8", "`steps` must be at least 1"),
+    ] {
+        let yaml = WORKFLOW.replace(replace, &replace.replace("16", "1").replace('8', "0"));
+        let wf = write_workflow(dir.path(), "bad.yaml", &yaml);
+        let store = dir.path().join("store");
+        let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("dino") && text.contains(message), "{text}");
+    }
+}
