@@ -44,8 +44,21 @@ fn manifest(store: &Path, fingerprint: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
+/// The runs compared bit for bit use `--cpus 1`, so the result cannot depend on how a busy
+/// machine splits parallel reductions.
 fn run_json(wf: &str, store: &Path) -> serde_json::Value {
-    let out = run(&["--json", "run", wf, "--store", store.to_str().unwrap()]);
+    let out = dinoflow()
+        .args([
+            "--json",
+            "run",
+            wf,
+            "--store",
+            store.to_str().unwrap(),
+            "--cpus",
+            "1",
+        ])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}{}",
@@ -100,6 +113,8 @@ fn killed_pretrain_resumes_to_the_same_weights() {
             &wf,
             "--store",
             killed_store.to_str().unwrap(),
+            "--cpus",
+            "1",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

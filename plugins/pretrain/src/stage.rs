@@ -39,6 +39,8 @@ use crate::masking::batch_masks;
 pub const MODEL_FILE: &str = "model/model.safetensors";
 /// Student and teacher with their heads (`student.*`, `teacher.*`), to continue or distil.
 pub const TRAINING_FILE: &str = "model/training.safetensors";
+/// The metadata key of [`TRAINING_FILE`]: JSON with the backbone (`vit`) and the objective.
+pub const TRAINING_METADATA_KEY: &str = "dinoflow.training";
 
 /// The `pretrain` stage.
 pub struct Pretrain;
@@ -397,6 +399,9 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
     let started = Instant::now();
     for step in start..config.steps {
         let t0 = Instant::now();
+        // Every draw of this iteration (libtorch's generator included) depends on (seed, step)
+        // alone, so a resumed run repeats it exactly.
+        tch::manual_seed(seed_for(config.seed, step, 4) as i64);
         let idx = Tensor::from_slice(&batch_indices(n, b, config.seed, step));
         let images = job
             .data
@@ -448,7 +453,7 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
     let vit_json = serde_json::to_string(&vit).map_err(|e| PretrainError::Config(e.to_string()))?;
     let model = safetensors_bytes(
         &learner.teacher_backbone(),
-        HashMap::from([(CONFIG_METADATA_KEY.to_string(), vit_json.clone())]),
+        HashMap::from([(CONFIG_METADATA_KEY.to_string(), vit_json)]),
     )
     .map_err(|e| PretrainError::Config(e.to_string()))?;
     let weights = learner
@@ -456,14 +461,12 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
         .into_iter()
         .filter(|(k, _)| k.starts_with("student.") || k.starts_with("teacher."))
         .collect();
-    let objective = serde_json::to_string(&config.objective)
-        .map_err(|e| PretrainError::Config(e.to_string()))?;
+    // One metadata entry: a file with several would list them in hash-map order, so equal
+    // weights could give different bytes.
+    let about = serde_json::json!({ "vit": vit, "objective": config.objective }).to_string();
     let training = safetensors_bytes(
         &weights,
-        HashMap::from([
-            (CONFIG_METADATA_KEY.to_string(), vit_json),
-            ("dinoflow.objective".to_string(), objective),
-        ]),
+        HashMap::from([(TRAINING_METADATA_KEY.to_string(), about)]),
     )
     .map_err(|e| PretrainError::Config(e.to_string()))?;
     Ok(Trained {
