@@ -64,6 +64,23 @@ for name in ["small_224", "tiny_28"]:
 json.dump(out, open("bench/out/embed-vit.json", "w"), indent=1)
 PYEOF
 
+echo "== pretrain: tiny-28 (ViT-Ti, patch 4, 28 px), batch 64, 2 global + 8 local crops, head 4096, $CORES threads"
+echo "   dinoflow: the pretrain stage, 20 iterations (crops and masks made from stored images each time);"
+echo "   PyTorch: the same iteration written from dinov2's code, 20 times on ready crops."
+"$BIN" --json run bench/pretrain.yaml --store "$tmp/pt" --cpus "$CORES" > "$tmp/pt.json"
+run_id=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$tmp/pt.json")
+"$BIN" --json show "$run_id" --store "$tmp/pt" > "$tmp/pt-show.json"
+$PY plugins/pretrain/tests/pretrain_reference.py bench 20 64 "$CORES" > "$tmp/pt-torch.json"
+$PY - "$tmp" <<'PYEOF'
+import json, sys
+tmp = sys.argv[1]
+stage = next(s for s in json.load(open(f"{tmp}/pt-show.json"))["stages"] if s["stage"] == "dino")
+d = stage["metrics"]["images_per_s"]
+t = json.load(open(f"{tmp}/pt-torch.json"))["images_per_s"]
+print(f"  dinoflow {d:8.2f} images/s   PyTorch {t:8.2f} images/s   -> dinoflow {d/t:.2f}x")
+json.dump({"dinoflow_images_per_s": d, "pytorch_images_per_s": t}, open("bench/out/pretrain.json", "w"), indent=1)
+PYEOF
+
 echo "== vector search: dinoflow-search vs faiss-cpu, same vectors, $CORES threads (bench/search_faiss.py)"
 $PY bench/search_faiss.py gen "$tmp/search"
 cargo bench -q -p dinoflow-search --bench search -- "$tmp/search" "$CORES" | sed 's/^/  /'

@@ -67,7 +67,8 @@ pub struct PretrainConfig {
     /// Seed of the initialisation, the data order, the crops and the masks.
     #[serde(default)]
     pub seed: u64,
-    /// Where the training runs (`auto`, `cpu`, `cuda`; bfloat16 autocast is not used on CPU).
+    /// Where the training runs (`auto`, `cpu`, `cuda`). Float32 everywhere for now: bfloat16
+    /// autocast on CUDA is not implemented yet.
     #[serde(default)]
     pub device: DeviceChoice,
 }

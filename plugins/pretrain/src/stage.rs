@@ -64,6 +64,24 @@ struct MetricRow {
 }
 
 impl MetricRow {
+    /// The values of [`METRIC_COLUMNS`], in that order.
+    fn values(&self) -> [f64; METRIC_COLUMNS.len()] {
+        [
+            self.total,
+            self.dino_local,
+            self.dino_global,
+            self.koleo,
+            self.ibot,
+            self.teacher_entropy,
+            self.feature_std,
+            self.lr,
+            self.weight_decay,
+            self.momentum,
+            self.teacher_temp,
+            self.images_per_s,
+        ]
+    }
+
     fn new(step: usize, l: &StepLosses, v: &StepValues, images_per_s: f64) -> Self {
         Self {
             step: step as u64,
@@ -83,6 +101,7 @@ impl MetricRow {
     }
 }
 
+/// The float columns of the `metrics` output, in the order of [`MetricRow::values`].
 const METRIC_COLUMNS: [&str; 12] = [
     "total",
     "dino_local",
@@ -109,24 +128,15 @@ fn metrics_schema() -> SchemaRef {
 }
 
 fn metrics_batch(rows: &[MetricRow]) -> Result<RecordBatch, PretrainError> {
-    let column = |f: fn(&MetricRow) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.step))),
-        column(|r| r.total),
-        column(|r| r.dino_local),
-        column(|r| r.dino_global),
-        column(|r| r.koleo),
-        column(|r| r.ibot),
-        column(|r| r.teacher_entropy),
-        column(|r| r.feature_std),
-        column(|r| r.lr),
-        column(|r| r.weight_decay),
-        column(|r| r.momentum),
-        column(|r| r.teacher_temp),
-        column(|r| r.images_per_s),
-    ];
+    let values: Vec<[f64; METRIC_COLUMNS.len()]> = rows.iter().map(MetricRow::values).collect();
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|r| r.step),
+    ))];
+    for i in 0..METRIC_COLUMNS.len() {
+        columns.push(Arc::new(Float64Array::from_iter_values(
+            values.iter().map(|v| v[i]),
+        )));
+    }
     RecordBatch::try_new(metrics_schema(), columns).map_err(|e| PretrainError::Shape(e.to_string()))
 }
 

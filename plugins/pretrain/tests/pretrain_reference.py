@@ -2,6 +2,8 @@
 `loss/*.py` and `param_groups.py` (dinov2.md §2), as the reference for plugins/pretrain/tests/reference.rs.
 
 Usage: pretrain_reference.py DIR
+       pretrain_reference.py bench STEPS BATCH THREADS   (make bench: training images/s of the
+       tiny-28 preset, ViT-Ti with patch 4, 8 local crops, head 4096/1024/128, on ready crops)
 
 Builds a small timm ViT (28 px, patch 4, 1 channel, D 48, 2 blocks, 3 heads, a mask token) with a
 shared DINO/iBOT head (K 64, hidden 32, bottleneck 16, 3 layers), random weights (LayerScale and mask
@@ -16,6 +18,7 @@ each iteration and the schedule values used).
 """
 import json
 import math
+import time
 import sys
 import warnings
 from pathlib import Path
@@ -28,7 +31,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.manual_seed(0)
-B, N_LOCAL, K, D, DEPTH = 4, 2, 64, 48, 2
+# The test's sizes; `bench` replaces them with the tiny-28 preset's.
+B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK = 4, 2, 64, 48, 2, 3, 32, 16
 STEPS = [
     {"lr": 5e-3, "last_layer_lr": 5e-3, "weight_decay": 0.04, "momentum": 0.9, "teacher_temp": 0.04},
     {"lr": 4e-3, "last_layer_lr": 4e-3, "weight_decay": 0.05, "momentum": 0.95, "teacher_temp": 0.05},
@@ -39,7 +43,7 @@ class Backbone(nn.Module):
     def __init__(self):
         super().__init__()
         self.vit = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=D, depth=DEPTH,
-                                     num_heads=3, init_values=1e-5, num_classes=0, dynamic_img_size=True)
+                                     num_heads=HEADS, init_values=1e-5, num_classes=0, dynamic_img_size=True)
         self.mask_token = nn.Parameter(torch.randn(1, D) * 0.5)
         with torch.no_grad():
             for blk in self.vit.blocks:
@@ -62,8 +66,9 @@ class Backbone(nn.Module):
 class Head(nn.Module):
     def __init__(self):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(D, 32), nn.GELU(), nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 16))
-        self.last_layer = nn.utils.weight_norm(nn.Linear(16, K, bias=False))
+        self.mlp = nn.Sequential(nn.Linear(D, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, HIDDEN), nn.GELU(),
+                                 nn.Linear(HIDDEN, BOTTLENECK))
+        self.last_layer = nn.utils.weight_norm(nn.Linear(BOTTLENECK, K, bias=False))
         self.last_layer.weight_g.data.fill_(1)
 
     def forward(self, x):
@@ -117,38 +122,44 @@ def koleo(x, eps=1e-8):
     return -torch.log(dist + eps).mean()
 
 
-def main():
-    out = Path(sys.argv[1])
-    out.mkdir(parents=True, exist_ok=True)
-    student, teacher = Net(), Net()
-    teacher.load_state_dict(student.state_dict())
-    for p in teacher.parameters():
-        p.requires_grad = False
-    init = state(student)
-    save_file(init, str(out / "init.safetensors"))
-
+def make_batch():
     global_crops = torch.randn(2 * B, 1, 28, 28)
     local_crops = torch.randn(N_LOCAL * B, 1, 12, 12)
     patches = 49
     masks = torch.zeros(2 * B, patches, dtype=torch.bool)
     for i in range(0, 2 * B, 2):  # half of the crops, with different counts
-        masks[i, torch.randperm(patches)[: 5 + 3 * i]] = True
-    save_file({"global": global_crops, "local": local_crops, "masks": masks.to(torch.uint8)},
-              str(out / "batch.safetensors"))
+        masks[i, torch.randperm(patches)[: (5 + 3 * i) % 25]] = True
+    return global_crops, local_crops, masks
 
-    groups = []
-    for name, p in student.named_parameters():
-        clean = name.replace("backbone.vit.", "backbone.")
-        no_wd = clean.endswith(".bias") or "norm" in clean or "gamma" in clean
-        groups.append({"params": [p], "lr_mult": lr_multiplier(clean), "wd_mult": 0.0 if no_wd else 1.0,
-                       "last": "last_layer" in clean})
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.999))
-    dino_center = torch.zeros(1, K)
-    ibot_center = torch.zeros(1, K)
-    mask_idx = masks.flatten().nonzero().flatten()
-    weights = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks]
-    losses = []
-    for v in STEPS:
+
+def make_nets():
+    student, teacher = Net(), Net()
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    return student, teacher
+
+
+class Trainer:
+    """Student, teacher, AdamW with dinov2's parameter groups, and the two centres."""
+
+    def __init__(self, student, teacher):
+        self.student, self.teacher = student, teacher
+        groups = []
+        for name, p in student.named_parameters():
+            clean = name.replace("backbone.vit.", "backbone.")
+            no_wd = clean.endswith(".bias") or "norm" in clean or "gamma" in clean
+            groups.append({"params": [p], "lr_mult": lr_multiplier(clean), "wd_mult": 0.0 if no_wd else 1.0,
+                           "last": "last_layer" in clean})
+        self.opt = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+        self.dino_center = torch.zeros(1, K)
+        self.ibot_center = torch.zeros(1, K)
+
+    def step(self, global_crops, local_crops, masks, v):
+        student, teacher, opt = self.student, self.teacher, self.opt
+        dino_center, ibot_center = self.dino_center, self.ibot_center
+        mask_idx = masks.flatten().nonzero().flatten()
+        weights = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks]
         temp = v["teacher_temp"]
         with torch.no_grad():
             t_cls, t_patch = teacher.backbone(global_crops)
@@ -157,8 +168,8 @@ def main():
             t_patch_logits = teacher.dino_head(t_patch.flatten(0, 1)[mask_idx])
             t_dino = F.softmax((t_cls_logits - dino_center) / temp, dim=-1)
             t_ibot = F.softmax((t_patch_logits - ibot_center) / temp, dim=-1)
-            dino_center = dino_center * 0.9 + t_cls_logits.mean(0, keepdim=True) * 0.1
-            ibot_center = ibot_center * 0.9 + t_patch_logits.mean(0, keepdim=True) * 0.1
+            self.dino_center = dino_center * 0.9 + t_cls_logits.mean(0, keepdim=True) * 0.1
+            self.ibot_center = ibot_center * 0.9 + t_patch_logits.mean(0, keepdim=True) * 0.1
         s_cls, s_patch = student.backbone(global_crops, masks)
         s_local_cls, _ = student.backbone(local_crops)
         pairs = N_LOCAL * 2 + 2
@@ -181,8 +192,40 @@ def main():
             m = v["momentum"]
             for pt, ps in zip(teacher.parameters(), student.parameters()):
                 pt.mul_(m).add_(ps.detach(), alpha=1 - m)
-        losses.append({"dino_local": local.item(), "dino_global": glob.item(), "koleo": kol.item(),
-                       "ibot": ibot.item(), "total": total.item()})
+        return {"dino_local": local.item(), "dino_global": glob.item(), "koleo": kol.item(),
+                "ibot": ibot.item(), "total": total.item()}
+
+
+def bench(steps, batch, threads):
+    global B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK
+    B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK = batch, 8, 4096, 192, 12, 3, 1024, 128
+    torch.set_num_threads(threads)
+    trainer = Trainer(*make_nets())
+    crops = make_batch()
+    v = STEPS[0]
+    trainer.step(*crops, v)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(*crops, v)
+    secs = time.perf_counter() - start
+    print(json.dumps({"steps": steps, "batch": batch, "threads": threads, "seconds": secs,
+                      "images_per_s": steps * batch / secs}))
+
+
+def main():
+    if sys.argv[1] == "bench":
+        bench(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        return
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    student, teacher = make_nets()
+    init = state(student)
+    save_file(init, str(out / "init.safetensors"))
+    global_crops, local_crops, masks = make_batch()
+    save_file({"global": global_crops, "local": local_crops, "masks": masks.to(torch.uint8)},
+              str(out / "batch.safetensors"))
+    trainer = Trainer(student, teacher)
+    losses = [trainer.step(global_crops, local_crops, masks, v) for v in STEPS]
     expected = state(student)
     expected.update(state(teacher, "teacher."))
     save_file(expected, str(out / "expected.safetensors"))
