@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fingerprint, json, python_json, repo_root, run};
+use common::{fingerprint, json, python_json, repo_root, run, run_ok};
 
 #[test]
 fn curation_workflow_meets_its_ground_truth() {
@@ -18,20 +18,11 @@ fn curation_workflow_meets_its_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let store = store.to_str().unwrap();
-    let out = run(&[
-        "--json",
-        "run",
+    let report = run_ok(
         "workflows/curate-fashion-mnist.yaml",
-        "--store",
-        store,
-    ]);
-    assert!(
-        out.status.success(),
-        "run failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        std::path::Path::new(store),
+        &[],
     );
-    let report = json(&out);
     let scores = python_json(&[
         "tests/curation_truth.py",
         store,

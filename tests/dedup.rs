@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{fingerprint, json, python_json, repo_root, run, stage_report, write_workflow};
+use common::{fingerprint, python_json, repo_root, run_workflow, stage_report};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat};
 
@@ -121,15 +121,8 @@ fn dedup_finds_injected_copies_and_drops_what_touches_the_evaluation_set() {
         pool.display(),
         eval.display()
     );
-    let wf = write_workflow(dir.path(), "wf.yaml", &yaml);
+    let report = run_workflow(dir.path(), &yaml);
     let store = dir.path().join("store");
-    let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report = json(&out);
     let fp = |name: &str| fingerprint(&report, name);
 
     // Self-dedup: every injected copy is dropped (recall), and every dropped row is a copy of its
@@ -218,15 +211,7 @@ fn a_pool_of_one_image_is_kept_alone_and_dropped_against_itself() {
         "name: one\nstages:\n  pool:\n    kind: ingest\n    with: {{source: {{folder: {{path: {}}}}}, limit: 1}}\n  vectors:\n    kind: embed\n    inputs: {{images: pool}}\n  alone:\n    kind: dedup\n    inputs: {{images: pool, embeddings: vectors}}\n  dedup:\n    kind: dedup\n    inputs: {{images: pool, embeddings: vectors, against: vectors}}\n",
         photos.display()
     );
-    let wf = write_workflow(dir.path(), "wf.yaml", &yaml);
-    let store = dir.path().join("store");
-    let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report = json(&out);
+    let report = run_workflow(dir.path(), &yaml);
     let stage = |name: &str| stage_report(&report, name).clone();
     let alone = stage("alone");
     assert_eq!(alone["rows"]["kept"], 1, "{alone}");

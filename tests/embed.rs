@@ -5,24 +5,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{fingerprint, json, python_json, repo_root, run, write_workflow};
+use common::{fingerprint, json, python_json, repo_root, run, run_workflow, write_workflow};
 
 const FMNIST_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const FMNIST_TRAIN_LABELS: &str = "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz";
 const FMNIST_TEST: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 const FMNIST_TEST_LABELS: &str = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
-
-fn run_workflow(dir: &Path, yaml: &str) -> serde_json::Value {
-    let wf = write_workflow(dir, "wf.yaml", yaml);
-    let store = dir.join("store");
-    let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out)
-}
 
 /// Runs tests/read_embeddings.py and returns its JSON report.
 fn read_back(store: &Path, images: &str, embeddings: &str, timm: &[&str]) -> serde_json::Value {

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dinoflow, json, run, stage_report, write_workflow};
+use common::{dinoflow, json, run, run_ok, stage_report, write_workflow};
 
 const WORKFLOW: &str = "name: pretrain-test
 stages:
@@ -46,27 +46,7 @@ fn manifest(store: &Path, fingerprint: &str) -> serde_json::Value {
 
 /// The runs compared bit for bit use `--cpus 1`, so the result cannot depend on how a busy
 /// machine splits parallel reductions.
-fn run_json(wf: &str, store: &Path) -> serde_json::Value {
-    let out = dinoflow()
-        .args([
-            "--json",
-            "run",
-            wf,
-            "--store",
-            store.to_str().unwrap(),
-            "--cpus",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out)
-}
+const ONE_THREAD: &[&str] = &["--cpus", "1"];
 
 /// The newest checkpoint step written under `store` so far.
 fn checkpoint_step(store: &Path) -> Option<usize> {
@@ -90,7 +70,7 @@ fn killed_pretrain_resumes_to_the_same_weights() {
     let clean_store = dir.path().join("clean");
     let killed_store = dir.path().join("killed");
 
-    let clean = run_json(&wf, &clean_store);
+    let clean = run_ok(&wf, &clean_store, ONE_THREAD);
     let fp = stage_report(&clean, "dino")["fingerprint"]
         .as_str()
         .unwrap()
@@ -144,7 +124,7 @@ fn killed_pretrain_resumes_to_the_same_weights() {
         "the killed run committed nothing"
     );
 
-    let resumed = run_json(&wf, &killed_store);
+    let resumed = run_ok(&wf, &killed_store, ONE_THREAD);
     assert_eq!(stage_report(&resumed, "dino")["fingerprint"], fp.as_str());
     let run_id = resumed["run_id"].to_string();
     let shown = json(&run(&[

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{fingerprint, json, python_json, run, write_workflow};
+use common::{fingerprint, python_json, run_workflow};
 
 const TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const TEST: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
@@ -47,15 +47,8 @@ fn retrieval_modes_on_fashion_mnist() {
     let yaml = format!(
         "name: r\nstages:\n  seed_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TRAIN}}}}}, limit: 150}}\n  pool_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TEST}}}}}, limit: 4000}}\n  seeds:\n    kind: embed\n    inputs: {{images: seed_images}}\n  pool:\n    kind: embed\n    inputs: {{images: pool_images}}\n  sample:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, seeds: seeds}}\n    with: {{mode: {{sample: {{per_seed: 4}}}}}}\n  cluster:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, seeds: seeds}}\n    with: {{mode: {{cluster: {{clusters: 20, min_seeds: 3, per_cluster: 60, cap: 500}}}}}}\n  balanced:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool}}\n    with: {{mode: {{hierarchical: {{levels: [40, 8], target: 400, resampling_steps: 2}}}}}}\n"
     );
-    let wf = write_workflow(dir.path(), "wf.yaml", &yaml);
+    let report = run_workflow(dir.path(), &yaml);
     let store = dir.path().join("store");
-    let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report = json(&out);
     let fp = |name: &str| fingerprint(&report, name);
     let check = |stage: &str| {
         python_json(&[

@@ -28,6 +28,29 @@ pub fn write_workflow(dir: &Path, name: &str, yaml: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// Runs `dinoflow --json run WF --store STORE EXTRA…`, asserts that it succeeded (showing its
+/// output otherwise) and returns the run report.
+#[allow(dead_code)]
+pub fn run_ok(wf: &str, store: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "run", wf, "--store", store.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
+/// Writes `yaml` to `dir/wf.yaml`, runs it with the store `dir/store` and returns the report.
+#[allow(dead_code)]
+pub fn run_workflow(dir: &Path, yaml: &str) -> serde_json::Value {
+    let wf = write_workflow(dir, "wf.yaml", yaml);
+    run_ok(&wf, &dir.join("store"), &[])
+}
+
 /// Stdout as JSON.
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

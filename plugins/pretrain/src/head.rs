@@ -124,9 +124,4 @@ impl DinoHead {
         let w = self.prototypes().to_kind(x.kind());
         self.bottleneck(x).matmul(&w.tr())
     }
-
-    /// Prototype count K.
-    pub fn prototypes_count(&self) -> i64 {
-        self.weight_v.size()[0]
-    }
 }

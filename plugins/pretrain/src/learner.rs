@@ -259,7 +259,6 @@ impl Learner {
             .collect();
         let optimizer = AdamW::new(&params);
         let k = objective.head.prototypes;
-        let like = Tensor::zeros([1], (Kind::Float, device));
         Ok(Self {
             student_vs,
             student,
@@ -268,8 +267,8 @@ impl Learner {
             params,
             teacher_tensors,
             optimizer,
-            dino_center: Center::new(k, 0.9, &like),
-            ibot_center: Center::new(k, 0.9, &like),
+            dino_center: Center::new(k, 0.9, device),
+            ibot_center: Center::new(k, 0.9, device),
             objective: objective.clone(),
         })
     }

@@ -4,7 +4,7 @@
 //! [`sinkhorn_knopp`]; student log-probabilities use temperature [`STUDENT_TEMP`]. The DINO and
 //! iBOT losses return the *sum* the caller scales (see the functions); KoLeo runs in float32.
 
-use dinoflow_vision::tch::{Kind, Tensor};
+use dinoflow_vision::tch::{Device, Kind, Tensor};
 
 use crate::PretrainError;
 
@@ -20,10 +20,10 @@ pub struct Center {
 }
 
 impl Center {
-    /// A zero centre of `k` logits on the device and kind of `like`.
-    pub fn new(k: i64, momentum: f64, like: &Tensor) -> Self {
+    /// A zero centre of `k` logits on `device`.
+    pub fn new(k: i64, momentum: f64, device: Device) -> Self {
         Self {
-            value: Tensor::zeros([1, k], (Kind::Float, like.device())),
+            value: Tensor::zeros([1, k], (Kind::Float, device)),
             momentum,
         }
     }

@@ -98,7 +98,7 @@ fn head_names_shapes_and_bounded_logits() {
 fn centered_teacher_targets_and_center_update() {
     let logits = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]];
     let teacher = t(&[&logits[0], &logits[1]]);
-    let mut center = Center::new(3, 0.9, &teacher);
+    let mut center = Center::new(3, 0.9, Device::Cpu);
     center.set_value(t(&[&[0.5, -0.5, 1.0]]));
     let targets = center.targets(&teacher, 0.04);
     for (r, row) in logits.iter().enumerate() {
