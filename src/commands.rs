@@ -22,6 +22,7 @@ pub fn registry() -> Registry {
     r.register(dinoflow_curate::Dedup);
     r.register(dinoflow_curate::Retrieval);
     r.register(dinoflow_pretrain::Pretrain);
+    r.register(dinoflow_pretrain::Distill);
     r
 }
 
@@ -83,13 +84,14 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             keep_going,
             cpus,
             gpus,
+            preset,
         } => {
             if executor == Executor::Slurm {
                 bail!(
                     "the slurm executor is not available in this build yet; use --executor local"
                 );
             }
-            let dag = Dag::load(&workflow, &registry)?;
+            let dag = Dag::load_preset(&workflow, &registry, preset.as_deref())?;
             let engine = open_engine(&store_for(&dag, store), json)?;
             let opts = RunOptions {
                 keep_going,
@@ -118,8 +120,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(if report.succeeded() { 0 } else { 1 }))
         }
-        Command::Plan { workflow, store } => {
-            let dag = Dag::load(&workflow, &registry)?;
+        Command::Plan {
+            workflow,
+            store,
+            preset,
+        } => {
+            let dag = Dag::load_preset(&workflow, &registry, preset.as_deref())?;
             let engine = open_engine(&store_for(&dag, store), true)?;
             let plan = engine.plan(&dag).await?;
             if json {

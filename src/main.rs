@@ -50,6 +50,9 @@ enum Command {
         /// GPUs the run may use.
         #[arg(long, default_value_t = 0)]
         gpus: u32,
+        /// Apply one of the workflow's `presets:` (config overrides such as `cpu` or `gpu`).
+        #[arg(long)]
+        preset: Option<String>,
     },
     /// Show each stage as cached or to run, and why.
     Plan {
@@ -58,6 +61,9 @@ enum Command {
         /// Store URL (overrides the workflow's `store:`).
         #[arg(long)]
         store: Option<String>,
+        /// Apply one of the workflow's `presets:`.
+        #[arg(long)]
+        preset: Option<String>,
     },
     /// List recent runs.
     Runs {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{EngineError, SpecError};
 use crate::registry::Registry;
 use crate::spec::WorkflowFile;
-use crate::stage::{DynStage, ParsedConfig, Resources};
+use crate::stage::{DynStage, ParsedConfig, Resources, split_port_key};
 
 /// One connection: input `port` of a stage reads output `from_port` of stage `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,16 +51,38 @@ pub struct Dag {
 impl Dag {
     /// Reads, parses and validates a workflow file.
     pub fn load(path: &str, registry: &Registry) -> Result<Self, EngineError> {
+        Self::load_preset(path, registry, None)
+    }
+
+    /// Reads, parses and validates a workflow file with one of its presets applied.
+    pub fn load_preset(
+        path: &str,
+        registry: &Registry,
+        preset: Option<&str>,
+    ) -> Result<Self, EngineError> {
         let source = std::fs::read_to_string(path).map_err(|e| EngineError::ReadWorkflow {
             path: path.to_string(),
             source: e,
         })?;
-        Ok(Self::parse(path, &source, registry)?)
+        Ok(Self::parse_preset(path, &source, registry, preset)?)
     }
 
     /// Parses and validates workflow `source`, naming it `file` in errors.
     pub fn parse(file: &str, source: &str, registry: &Registry) -> Result<Self, SpecError> {
-        let wf = WorkflowFile::parse(file, source)?;
+        Self::parse_preset(file, source, registry, None)
+    }
+
+    /// Parses and validates workflow `source` with preset `preset` (if any) applied.
+    pub fn parse_preset(
+        file: &str,
+        source: &str,
+        registry: &Registry,
+        preset: Option<&str>,
+    ) -> Result<Self, SpecError> {
+        let mut wf = WorkflowFile::parse(file, source)?;
+        if let Some(name) = preset {
+            wf.apply_preset(name)?;
+        }
         let mut nodes = Vec::with_capacity(wf.spec.stages.len());
         for (name, spec) in &wf.spec.stages {
             let stage = resolve_kind(&wf, name, &spec.kind, registry)?;
@@ -184,7 +206,8 @@ fn connect(
     let mut edges = Vec::new();
     for (port, target) in &spec.inputs {
         let at = format!("stages.{name}.inputs.{port}");
-        let Some(input) = ports.iter().find(|p| p.name == port) else {
+        let (base, label) = split_port_key(port);
+        let Some(input) = ports.iter().find(|p| p.name == base) else {
             let valid: Vec<_> = ports.iter().map(|p| p.name).collect();
             return Err(wf.error(
                 &at,
@@ -199,6 +222,27 @@ fn connect(
                 }),
             ));
         };
+        match label {
+            Some(_) if !input.many => {
+                return Err(wf.error(
+                    &at,
+                    format!(
+                        "stage `{name}`: input `{base}` takes one upstream output, so it has no labels (`{port}`)"
+                    ),
+                    Some(format!("write `{base}: <stage>`")),
+                ));
+            }
+            Some(label) if !is_label(label) => {
+                return Err(wf.error(
+                    &at,
+                    format!("stage `{name}`: `{port}` has an empty or invalid label"),
+                    Some(format!(
+                        "write `{base}:<label>` with a label of letters, digits, `_` and `-`"
+                    )),
+                ));
+            }
+            _ => {}
+        }
         let (from, from_port) = match target.split_once('.') {
             Some((s, p)) => (s, Some(p)),
             None => (target.as_str(), None),
@@ -257,7 +301,7 @@ fn connect(
         });
     }
     for p in ports.iter().filter(|p| !p.optional) {
-        if !spec.inputs.contains_key(p.name) {
+        if !spec.inputs.keys().any(|k| split_port_key(k).0 == p.name) {
             return Err(wf.error(
                 &format!("stages.{name}"),
                 format!(
@@ -265,7 +309,14 @@ fn connect(
                     node.stage.kind(),
                     p.name
                 ),
-                Some(format!("add `inputs: {{{}: <stage>}}` ({})", p.name, p.ty)),
+                Some(if p.many {
+                    format!(
+                        "add `inputs: {{{}:<label>: <stage>}}` ({}), once per upstream output",
+                        p.name, p.ty
+                    )
+                } else {
+                    format!("add `inputs: {{{}: <stage>}}` ({})", p.name, p.ty)
+                }),
             ));
         }
     }
@@ -335,4 +386,11 @@ fn topological_order(
         }
     }
     Ok(order)
+}
+
+fn is_label(label: &str) -> bool {
+    !label.is_empty()
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

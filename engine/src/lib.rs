@@ -30,7 +30,7 @@ pub use schema::workflow_schema;
 pub use spec::{ResourceSpec, StageSpec, WorkflowFile, WorkflowSpec};
 pub use stage::{
     ConfigError, DynStage, ExtraInput, InputRef, ParsedConfig, Port, PortType, Resources, Stage,
-    StageContext,
+    StageContext, split_port_key,
 };
 
 /// Re-exported so stage crates use the same versions.

@@ -18,6 +18,10 @@ pub struct WorkflowSpec {
     pub store: Option<String>,
     /// Stages by name. Names use letters, digits, `_` and `-`.
     pub stages: IndexMap<String, StageSpec>,
+    /// Named sets of config overrides (`--preset NAME`): preset → stage → fields merged into that
+    /// stage's `with:` (mappings merge key by key; other values replace).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub presets: IndexMap<String, IndexMap<String, serde_json::Value>>,
 }
 
 /// One stage of a workflow.
@@ -130,6 +134,42 @@ impl WorkflowFile {
         Ok(wf)
     }
 
+    /// Merges preset `name`'s overrides into the stages' `with:`.
+    pub fn apply_preset(&mut self, name: &str) -> Result<(), SpecError> {
+        let Some(preset) = self.spec.presets.get(name).cloned() else {
+            let known: Vec<&str> = self.spec.presets.keys().map(String::as_str).collect();
+            return Err(self.error(
+                "presets",
+                format!("the workflow has no preset `{name}`"),
+                Some(if known.is_empty() {
+                    "it defines no presets; run it without `--preset`".into()
+                } else {
+                    format!("its presets are: {}", known.join(", "))
+                }),
+            ));
+        };
+        for (stage, overrides) in preset {
+            let Some(spec) = self.spec.stages.get_mut(&stage) else {
+                return Err(self.error(
+                    &format!("presets.{name}.{stage}"),
+                    format!("preset `{name}` overrides `{stage}`, which is not a stage"),
+                    Some("name a stage of this workflow".into()),
+                ));
+            };
+            if !overrides.is_object() {
+                return Err(self.error(
+                    &format!("presets.{name}.{stage}"),
+                    format!("preset `{name}`: the overrides of `{stage}` are not a mapping"),
+                    Some(format!(
+                        "write the fields to change, as under `with:`: `{stage}: {{steps: 100}}`"
+                    )),
+                ));
+            }
+            merge(&mut spec.config, overrides);
+        }
+        Ok(())
+    }
+
     /// An error located at the key `path` (dotted), or at its closest existing parent.
     pub fn error(&self, path: &str, message: String, hint: Option<String>) -> SpecError {
         SpecError {
@@ -138,6 +178,18 @@ impl WorkflowFile {
             message,
             hint,
         }
+    }
+}
+
+/// Merges `over` into `base`: mappings key by key, recursively; any other value replaces.
+fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Port {
     pub ty: PortType,
     /// Whether a workflow may leave this input unconnected.
     pub optional: bool,
+    /// Whether the input takes several upstream outputs, each under its own label
+    /// (`inputs: {model:teacher: a.model, model:student: b.model}`).
+    pub many: bool,
     /// One line saying what it is for.
     pub doc: &'static str,
 }
@@ -53,6 +56,7 @@ impl Port {
             name,
             ty,
             optional: false,
+            many: false,
             doc,
         }
     }
@@ -63,6 +67,19 @@ impl Port {
             name,
             ty,
             optional: true,
+            many: false,
+            doc,
+        }
+    }
+
+    /// A required input port that takes one or more upstream outputs, each connected as
+    /// `name:label` (or plain `name`, labelled `name`).
+    pub const fn many(name: &'static str, ty: PortType, doc: &'static str) -> Self {
+        Self {
+            name,
+            ty,
+            optional: false,
+            many: true,
             doc,
         }
     }
@@ -243,6 +260,15 @@ pub struct InputRef {
     pub output: OutputManifest,
 }
 
+/// Splits an `inputs:` key into its port and, for ports that take several inputs, its label:
+/// `model:teacher` → (`model`, `teacher`).
+pub fn split_port_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once(':') {
+        Some((port, label)) => (port, Some(label)),
+        None => (key, None),
+    }
+}
+
 /// What a running stage gets: its inputs, a place to write outputs, progress and metrics.
 pub struct StageContext {
     /// The stage's name in the workflow.
@@ -287,6 +313,18 @@ impl StageContext {
     /// The upstream output connected to input `port`, if any.
     pub fn input(&self, port: &str) -> Option<&InputRef> {
         self.inputs.get(port)
+    }
+
+    /// The upstream outputs connected to a port declared with [`Port::many`], with their labels,
+    /// in label order.
+    pub fn labelled_inputs(&self, port: &str) -> Vec<(&str, &InputRef)> {
+        self.inputs
+            .iter()
+            .filter_map(|(key, input)| match split_port_key(key) {
+                (base, label) if base == port => Some((label.unwrap_or(base), input)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Opens the dataset connected to input `port`.

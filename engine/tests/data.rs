@@ -118,3 +118,39 @@ stages:
     assert_eq!(env.values(&fp(&plan, "neg_sum"), "rows").await, [4]);
     assert_eq!(outcome(&report, "none").rows["rows"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_inputs_share_one_port_in_label_order() {
+    let env = Env::new();
+    let workflow = |first: &str, second: &str| {
+        format!(
+            "\
+name: gather
+stages:
+  small:
+    kind: numbers
+    with: {{count: 3, start: 1}}
+  large:
+    kind: numbers
+    with: {{count: 2, start: 10}}
+  g:
+    kind: gather
+    inputs: {{rows:second: {second}, rows:first: {first}}}
+"
+        )
+    };
+    let dag = env.dag(&workflow("small", "large.rows"));
+    let plan = env.engine.plan(&dag).await.unwrap();
+    let report = env.engine.run(&dag, &opts(false)).await.unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    // Label order (first, second), not the order written: 1 + 2 + 3 = 6, 10 + 11 = 21.
+    assert_eq!(env.values(&fp(&plan, "g"), "rows").await, [6, 21]);
+
+    // The labels are part of the fingerprint: swapping the inputs runs the stage again.
+    let swapped = env.dag(&workflow("large", "small"));
+    let plan_swapped = env.engine.plan(&swapped).await.unwrap();
+    assert_ne!(fp(&plan, "g"), fp(&plan_swapped, "g"));
+    let report = env.engine.run(&swapped, &opts(false)).await.unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(env.values(&fp(&plan_swapped, "g"), "rows").await, [21, 6]);
+}

@@ -382,7 +382,7 @@ stages:
     let e = expect(yaml, 4, 5, &["stage `a`", "unknown stage kind `numbrs`"]);
     assert_eq!(
         hint(&e),
-        "known kinds: blob, check, lines, numbers, square, sum"
+        "known kinds: blob, check, gather, lines, numbers, square, sum"
     );
 }
 
@@ -762,4 +762,115 @@ stages:
         .map(|e| (e.port.as_str(), e.from.as_str(), e.from_port.as_str()))
         .collect();
     assert_eq!(edges, [("rows", "sq", "rows"), ("more", "a", "rows")]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Labelled inputs and presets.
+
+#[test]
+fn label_on_a_single_input_port() {
+    let yaml = "\
+name: demo
+stages:
+  a:
+    kind: numbers
+    with: {count: 3}
+  total:
+    kind: sum
+    inputs: {rows:x: a}
+";
+    let e = expect(yaml, 8, 14, &["input `rows` takes one upstream output", "`rows:x`"]);
+    assert!(hint(&e).contains("rows: <stage>"));
+}
+
+#[test]
+fn empty_label() {
+    let yaml = "\
+name: demo
+stages:
+  a:
+    kind: numbers
+    with: {count: 3}
+  g:
+    kind: gather
+    inputs: {'rows:': a}
+";
+    let e = expect(yaml, 8, 14, &["`rows:` has an empty or invalid label"]);
+    assert!(hint(&e).contains("rows:<label>"));
+}
+
+#[test]
+fn port_with_labels_not_connected() {
+    let yaml = "\
+name: demo
+stages:
+  a:
+    kind: numbers
+    with: {count: 3}
+  g:
+    kind: gather
+";
+    let e = expect(yaml, 6, 3, &["required input `rows` is not connected"]);
+    assert!(hint(&e).contains("rows:<label>"));
+}
+
+/// Parses `yaml` with `preset` applied and returns its error.
+fn preset_error(yaml: &str, preset: &str) -> SpecError {
+    match dinoflow_engine::Dag::parse_preset("wf.yaml", yaml, &reg(), Some(preset)) {
+        Ok(_) => panic!("expected an error for preset {preset}"),
+        Err(e) => e,
+    }
+}
+
+const WITH_PRESETS: &str = "\
+name: demo
+stages:
+  a:
+    kind: numbers
+    with: {count: 3}
+presets:
+  big:
+    a: {count: 1000}
+  typo:
+    b: {count: 1}
+  flat:
+    a: 5
+";
+
+#[test]
+fn unknown_preset() {
+    let e = preset_error(WITH_PRESETS, "gpu");
+    assert_eq!((e.position.line, e.position.column), (6, 1), "{e}");
+    assert!(e.message.contains("no preset `gpu`"), "{e}");
+    assert!(hint(&e).contains("big, typo, flat"), "{e}");
+}
+
+#[test]
+fn preset_naming_a_missing_stage() {
+    let e = preset_error(WITH_PRESETS, "typo");
+    assert_eq!((e.position.line, e.position.column), (10, 5), "{e}");
+    assert!(e.message.contains("overrides `b`, which is not a stage"), "{e}");
+}
+
+#[test]
+fn preset_overrides_that_are_not_a_mapping() {
+    let e = preset_error(WITH_PRESETS, "flat");
+    assert_eq!((e.position.line, e.position.column), (12, 5), "{e}");
+    assert!(e.message.contains("not a mapping"), "{e}");
+}
+
+#[test]
+fn preset_with_a_bad_value_fails_validation_at_the_stage() {
+    let yaml = "\
+name: demo
+stages:
+  a:
+    kind: numbers
+    with: {count: 3}
+presets:
+  bad:
+    a: {count: many}
+";
+    let e = preset_error(yaml, "bad");
+    assert!(e.message.contains("stage `a` (numbers): invalid config"), "{e}");
 }

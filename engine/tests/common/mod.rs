@@ -252,6 +252,50 @@ impl Stage for Sum {
 }
 
 // ---------------------------------------------------------------------------------------------
+// gather: several labelled inputs on one port.
+
+/// `gather`: writes, for each input connected to `rows` in label order, the sum of its numbers.
+pub struct Gather {
+    pub runs: Runs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatherConfig {}
+
+#[async_trait]
+impl Stage for Gather {
+    type Config = GatherConfig;
+    fn kind(&self) -> &'static str {
+        "gather"
+    }
+    fn version(&self) -> Version {
+        Version::new(1, 0, 0)
+    }
+    fn description(&self) -> &'static str {
+        "sums each labelled input"
+    }
+    fn inputs(&self) -> Vec<Port> {
+        vec![Port::many("rows", NUMBERS, "numbers, one input per label")]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::new("rows", NUMBERS, "one row per input: its total")]
+    }
+    async fn run(&self, _config: &GatherConfig, ctx: &StageContext) -> Result<(), StageError> {
+        self.runs.record(&ctx.stage);
+        let mut totals = Vec::new();
+        let mut labels = Vec::new();
+        for (label, input) in ctx.labelled_inputs("rows") {
+            let ds = Dataset::open(ctx.store.clone(), &input.fingerprint, input.output.clone())?;
+            totals.push(dataset_values(&ds).await?.iter().sum());
+            labels.push(label.to_string());
+        }
+        ctx.metric("labels", labels);
+        write_numbers(ctx, "rows", &totals, None).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // blob: writes an artifact.
 
 /// `blob`: writes an artifact `model` made of `size` bytes.
@@ -453,6 +497,7 @@ pub fn registry(runs: &Runs) -> Registry {
     })
     .register(Square { runs: runs.clone() })
     .register(Sum { runs: runs.clone() })
+    .register(Gather { runs: runs.clone() })
     .register(Blob { runs: runs.clone() })
     .register(Check { runs: runs.clone() })
     .register(Lines { runs: runs.clone() });

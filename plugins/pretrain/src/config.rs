@@ -1,7 +1,7 @@
 //! The `pretrain` stage's configuration (`with:`).
 
 use dinoflow_vision::augment::MultiCropConfig;
-use dinoflow_vision::{DeviceChoice, Preset, VitConfig};
+use dinoflow_vision::{DeviceChoice, Ffn, Preset, VitConfig, swiglu_hidden};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,15 @@ use crate::schedule::{CosineSchedule, OFFICIAL_EPOCH_LENGTH, scaled_lr};
 pub struct PretrainConfig {
     /// The backbone: a preset (`tiny-28` for 28 px grey images; `tiny`, `small`, `base`, `large`).
     pub preset: Preset,
+    /// Width of the tokens, overriding the preset's (the MLP widens with it, 4×).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_dim: Option<i64>,
+    /// Number of blocks, overriding the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<i64>,
+    /// Attention heads, overriding the preset's (must divide `embed_dim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_heads: Option<i64>,
     /// Register tokens.
     #[serde(default)]
     pub registers: i64,
@@ -111,13 +120,27 @@ pub struct Schedules {
 }
 
 impl PretrainConfig {
-    /// The backbone's architecture.
+    /// The backbone's architecture: the preset with the overrides.
     pub fn vit(&self) -> VitConfig {
+        let preset = self.preset.config();
+        let embed_dim = self.embed_dim.unwrap_or(preset.embed_dim);
+        let ffn = match preset.ffn {
+            Ffn::Mlp { .. } => Ffn::Mlp {
+                hidden: 4 * embed_dim,
+            },
+            Ffn::Swiglu { .. } => Ffn::Swiglu {
+                hidden: swiglu_hidden(embed_dim),
+            },
+        };
         VitConfig {
+            embed_dim,
+            depth: self.depth.unwrap_or(preset.depth),
+            num_heads: self.num_heads.unwrap_or(preset.num_heads),
+            ffn,
             registers: self.registers,
             drop_path: self.drop_path,
             mask_token: true,
-            ..self.preset.config()
+            ..preset
         }
     }
 

@@ -2,6 +2,10 @@
 //! student and its EMA teacher (backbone, DINO head, optional separate iBOT head), the teacher
 //! targets, the four loss terms, per-module clipping, AdamW and the teacher update.
 //!
+//! Distillation (dinov2.md §4) is the same iteration with a frozen teacher of its own
+//! architecture and a separate EMA of the student; its batches carry no masks, so the iBOT term
+//! covers every patch of the global crops.
+//!
 //! The student runs the global and local crops as two forward passes rather than dinov2's packed
 //! sequence (the same result, dinov2.md §9). Variables are named `backbone.*` (timm's ViT names),
 //! `dino_head.*` and `ibot_head.*`.
@@ -120,8 +124,8 @@ pub struct Batch {
     pub local: Option<Tensor>,
     /// Local crops per image.
     pub local_crops: usize,
-    /// iBOT masks of the global crops (2B × patches, bool).
-    pub masks: Tensor,
+    /// iBOT masks of the global crops (2B × patches, bool); none when distilling.
+    pub masks: Option<Tensor>,
     /// Flat indices of the masked patches in the (2B · patches) grid.
     pub mask_indices: Tensor,
     /// 1 / (masked patches of the crop) for every masked patch.
@@ -150,12 +154,34 @@ impl Batch {
             global: global.to_device(device),
             local: local.map(|l| l.to_device(device)),
             local_crops,
-            masks: Tensor::from_slice(&flat)
-                .view([crops, patches])
-                .to_device(device),
+            masks: Some(
+                Tensor::from_slice(&flat)
+                    .view([crops, patches])
+                    .to_device(device),
+            ),
             mask_indices: Tensor::from_slice(&masks.indices()).to_device(device),
             mask_weights: Tensor::from_slice(&masks.weights()).to_device(device),
         })
+    }
+
+    /// A batch without masks, for distillation: the iBOT term covers all `patches` of every
+    /// global crop, each weighted 1 / `patches`.
+    pub fn unmasked(
+        global: Tensor,
+        local: Option<Tensor>,
+        local_crops: usize,
+        patches: i64,
+        device: Device,
+    ) -> Self {
+        let tokens = global.size()[0] * patches;
+        Self {
+            global: global.to_device(device),
+            local: local.map(|l| l.to_device(device)),
+            local_crops,
+            masks: None,
+            mask_indices: Tensor::arange(tokens, (Kind::Int64, device)),
+            mask_weights: Tensor::full([tokens], 1.0 / patches as f64, (Kind::Float, device)),
+        }
     }
 }
 
@@ -194,6 +220,16 @@ pub struct StepLosses {
     pub feature_std: f64,
 }
 
+/// The teacher of a distillation: a trained network with its heads, frozen.
+pub struct FrozenTeacher {
+    /// Its backbone.
+    pub vit: VitConfig,
+    /// Its heads (the student's get the same number of prototypes).
+    pub objective: ObjectiveConfig,
+    /// Its variables by name (`backbone.*`, `dino_head.*`, `ibot_head.*`).
+    pub tensors: NamedTensors,
+}
+
 /// Student, teacher, optimiser and centres: everything one iteration changes.
 pub struct Learner {
     /// The student's variables.
@@ -202,12 +238,14 @@ pub struct Learner {
     pub student: Network,
     /// The teacher's variables (no gradients).
     pub teacher_vs: VarStore,
-    /// The teacher, an EMA of the student.
+    /// The teacher: an EMA of the student, or frozen when distilling.
     pub teacher: Network,
+    /// When distilling, the student's EMA (the stage's result) and its variables.
+    student_ema: Option<(VarStore, Network)>,
     /// The student's trainable tensors with their multipliers, sorted by name.
     pub params: Vec<Param>,
-    /// The teacher's tensors, in the order of `params`.
-    teacher_tensors: Vec<Tensor>,
+    /// The EMA's tensors (the teacher's, or the student EMA's), in the order of `params`.
+    ema_tensors: Vec<Tensor>,
     /// AdamW state.
     pub optimizer: AdamW,
     /// Centre of the DINO targets.
@@ -215,6 +253,38 @@ pub struct Learner {
     /// Centre of the iBOT targets.
     pub ibot_center: Center,
     objective: ObjectiveConfig,
+}
+
+/// The student's parameters, sorted by name, and the tensors of the same names in `ema`.
+fn paired(
+    student_vs: &VarStore,
+    ema: &VarStore,
+    depth: usize,
+    objective: &ObjectiveConfig,
+) -> Result<(Vec<Param>, Vec<Tensor>), PretrainError> {
+    let mut named: Vec<(String, Tensor)> = student_vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let ema_vars = ema.variables();
+    let mut ema_tensors = Vec::with_capacity(named.len());
+    for (name, _) in &named {
+        let t = ema_vars.get(name).ok_or_else(|| {
+            PretrainError::Shape(format!("the EMA lacks the student's variable {name}"))
+        })?;
+        ema_tensors.push(t.shallow_clone());
+    }
+    let params = named
+        .into_iter()
+        .map(|(name, t)| {
+            Param::new(
+                &name,
+                t,
+                depth,
+                objective.layer_decay,
+                objective.patch_embed_lr,
+            )
+        })
+        .collect();
+    Ok((params, ema_tensors))
 }
 
 impl Learner {
@@ -234,67 +304,134 @@ impl Learner {
         let teacher = Network::new(&teacher_vs.root(), &vit, objective)?;
         teacher_vs.copy(&student_vs)?;
         teacher_vs.freeze();
-        let mut named: Vec<(String, Tensor)> = student_vs.variables().into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let teacher_vars = teacher_vs.variables();
-        let mut teacher_tensors = Vec::with_capacity(named.len());
-        for (name, _) in &named {
-            let t = teacher_vars.get(name).ok_or_else(|| {
-                PretrainError::Shape(format!("teacher lacks the student's variable {name}"))
-            })?;
-            teacher_tensors.push(t.shallow_clone());
+        let (params, ema_tensors) = paired(&student_vs, &teacher_vs, vit.depth as usize, objective)?;
+        Ok(Self::assemble(
+            (student_vs, student),
+            (teacher_vs, teacher),
+            None,
+            params,
+            ema_tensors,
+            objective,
+            device,
+        ))
+    }
+
+    /// A distillation: a student of architecture `vit` with random weights and fresh heads, its
+    /// EMA equal to it, and `teacher` loaded and frozen. Teacher and student must cut crops into
+    /// the same patch grid and their heads must have the same number of prototypes.
+    pub fn distill(
+        vit: &VitConfig,
+        objective: &ObjectiveConfig,
+        teacher: &FrozenTeacher,
+        device: Device,
+    ) -> Result<Self, PretrainError> {
+        if teacher.vit.patch_size != vit.patch_size {
+            return Err(PretrainError::Config(format!(
+                "the teacher's patch size is {} and the student's {}: the iBOT term compares \
+                 their patch tokens one to one, so they must be equal",
+                teacher.vit.patch_size, vit.patch_size
+            )));
         }
-        let depth = vit.depth as usize;
-        let params: Vec<Param> = named
-            .into_iter()
-            .map(|(name, t)| {
-                Param::new(
-                    &name,
-                    t,
-                    depth,
-                    objective.layer_decay,
-                    objective.patch_embed_lr,
-                )
-            })
+        if teacher.objective.head.prototypes != objective.head.prototypes {
+            return Err(PretrainError::Config(format!(
+                "the teacher's head has {} prototypes: set `objective.head.prototypes: {}` for the \
+                 student",
+                teacher.objective.head.prototypes, teacher.objective.head.prototypes
+            )));
+        }
+        let teacher_vit = VitConfig {
+            drop_path: 0.0,
+            ..teacher.vit.clone()
+        };
+        let mut teacher_vs = VarStore::new(device);
+        let teacher_net = Network::new(&teacher_vs.root(), &teacher_vit, &teacher.objective)?;
+        let mut tensors: NamedTensors = teacher
+            .tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
+        if !tensors.keys().any(|k| k.starts_with("dino_head.")) {
+            // A backbone without heads (an external checkpoint): the heads keep their fresh,
+            // seeded initialisation, a fixed random projection of the teacher's features.
+            for (name, t) in teacher_vs.variables() {
+                if !name.starts_with("backbone.") {
+                    tensors.insert(name, t);
+                }
+            }
+        }
+        dinoflow_vision::weights::load_into(&teacher_vs, &tensors, "the teacher")
+            .map_err(|e| PretrainError::Config(e.to_string()))?;
+        teacher_vs.freeze();
+        let student_vs = VarStore::new(device);
+        let student = Network::new(&student_vs.root(), vit, objective)?;
+        let mut ema_vs = VarStore::new(device);
+        let ema = Network::new(&ema_vs.root(), vit, objective)?;
+        ema_vs.copy(&student_vs)?;
+        ema_vs.freeze();
+        let (params, ema_tensors) = paired(&student_vs, &ema_vs, vit.depth as usize, objective)?;
+        Ok(Self::assemble(
+            (student_vs, student),
+            (teacher_vs, teacher_net),
+            Some((ema_vs, ema)),
+            params,
+            ema_tensors,
+            objective,
+            device,
+        ))
+    }
+
+    fn assemble(
+        (student_vs, student): (VarStore, Network),
+        (teacher_vs, teacher): (VarStore, Network),
+        student_ema: Option<(VarStore, Network)>,
+        params: Vec<Param>,
+        ema_tensors: Vec<Tensor>,
+        objective: &ObjectiveConfig,
+        device: Device,
+    ) -> Self {
         let optimizer = AdamW::new(&params);
         let k = objective.head.prototypes;
-        Ok(Self {
+        Self {
             student_vs,
             student,
             teacher_vs,
             teacher,
+            student_ema,
             params,
-            teacher_tensors,
+            ema_tensors,
             optimizer,
             dino_center: Center::new(k, 0.9, device),
             ibot_center: Center::new(k, 0.9, device),
             objective: objective.clone(),
-        })
+        }
     }
 
     /// Loads the student's weights from a safetensors file (every variable by name) and makes
-    /// the teacher equal to it.
+    /// its EMA equal to it.
     pub fn load_student(&mut self, path: &std::path::Path) -> Result<(), PretrainError> {
         self.student_vs.load(path)?;
-        self.teacher_vs.copy(&self.student_vs)?;
+        match &mut self.student_ema {
+            Some((ema_vs, _)) => ema_vs.copy(&self.student_vs)?,
+            None => self.teacher_vs.copy(&self.student_vs)?,
+        }
         Ok(())
     }
 
-    /// Everything a resumed run needs, as named CPU tensors: `student.*`, `teacher.*`,
-    /// `adam_m.*`, `adam_v.*` (by parameter name) and `center.dino`, `center.ibot`. The optimiser's
+    /// Everything a resumed run needs, as named CPU tensors: `student.*`, `ema.*` (the EMA:
+    /// pretraining's teacher, distillation's student EMA), `adam_m.*`, `adam_v.*` (by parameter
+    /// name) and `center.dino`, `center.ibot`. A frozen teacher is not included. The optimiser's
     /// step count is [`AdamW::step`].
     pub fn state(&self) -> NamedTensors {
         let mut out = NamedTensors::new();
         for ((p, t), (m, v)) in self
             .params
             .iter()
-            .zip(&self.teacher_tensors)
+            .zip(&self.ema_tensors)
             .zip(&self.optimizer.moments)
         {
             let cpu = |x: &Tensor| x.detach().to_device(Device::Cpu);
             out.insert(format!("student.{}", p.name), cpu(&p.tensor));
-            out.insert(format!("teacher.{}", p.name), cpu(t));
+            out.insert(format!("ema.{}", p.name), cpu(t));
             out.insert(format!("adam_m.{}", p.name), cpu(m));
             out.insert(format!("adam_v.{}", p.name), cpu(v));
         }
@@ -321,12 +458,12 @@ impl Learner {
             for ((p, t), (m, v)) in self
                 .params
                 .iter()
-                .zip(&self.teacher_tensors)
+                .zip(&self.ema_tensors)
                 .zip(&mut self.optimizer.moments)
             {
                 for (dst, key) in [
                     (p.tensor.shallow_clone(), format!("student.{}", p.name)),
-                    (t.shallow_clone(), format!("teacher.{}", p.name)),
+                    (t.shallow_clone(), format!("ema.{}", p.name)),
                     (m.shallow_clone(), format!("adam_m.{}", p.name)),
                     (v.shallow_clone(), format!("adam_v.{}", p.name)),
                 ] {
@@ -352,11 +489,12 @@ impl Learner {
         Ok(())
     }
 
-    /// The teacher's backbone with timm's names (no `backbone.` prefix): the trained model.
-    pub fn teacher_backbone(&self) -> NamedTensors {
+    /// The EMA's backbone with timm's names (no `backbone.` prefix): the trained model
+    /// (pretraining's teacher, distillation's student EMA).
+    pub fn model_backbone(&self) -> NamedTensors {
         self.params
             .iter()
-            .zip(&self.teacher_tensors)
+            .zip(&self.ema_tensors)
             .filter_map(|(p, t)| {
                 p.name
                     .strip_prefix("backbone.")
@@ -411,7 +549,7 @@ impl Learner {
         let student = &self.student;
         let global = student
             .backbone
-            .forward(&batch.global, Some(&batch.masks), true)
+            .forward(&batch.global, batch.masks.as_ref(), true)
             .map_err(|e| PretrainError::Shape(e.to_string()))?;
         let global_logits = student.dino_head.forward(&global.cls);
         let n_local = batch.local_crops as i64;
@@ -484,7 +622,7 @@ impl Learner {
             .iter()
             .map(|p| p.tensor.shallow_clone())
             .collect();
-        ema_update(&self.teacher_tensors, &student_tensors, values.momentum)?;
+        ema_update(&self.ema_tensors, &student_tensors, values.momentum)?;
 
         let (teacher_entropy, feature_std) = no_grad(|| {
             let entropy = -(&dino_targets * dino_targets.clamp_min(1e-12).log())

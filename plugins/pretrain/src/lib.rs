@@ -1,5 +1,6 @@
 //! DINOv2's self-supervised training on libtorch (dinov2.md §2): the `pretrain` stage
-//! ([`Pretrain`], configured by [`PretrainConfig`]) and its building blocks:
+//! ([`Pretrain`], configured by [`PretrainConfig`]), the `distill` stage ([`Distill`], dinov2.md
+//! §4, the same loop against a frozen teacher) and their building blocks:
 //!
 //! - [`DinoHead`]: the projection head (MLP, bottleneck, L2 normalisation, weight-normalised
 //!   prototypes with a trainable `g`);
@@ -13,6 +14,7 @@
 //!   and LayerScale), AdamW and per-module gradient clipping.
 
 pub mod config;
+mod distill;
 mod error;
 pub mod head;
 pub mod learner;
@@ -23,7 +25,10 @@ pub mod schedule;
 mod stage;
 
 pub use config::PretrainConfig;
+pub use distill::{Distill, DistillConfig, ExternalTeacher};
 pub use error::PretrainError;
 pub use head::{DinoHead, HeadConfig};
-pub use learner::{Batch, Centering, Learner, ObjectiveConfig, StepLosses, StepValues};
+pub use learner::{
+    Batch, Centering, FrozenTeacher, Learner, ObjectiveConfig, StepLosses, StepValues,
+};
 pub use stage::{MODEL_FILE, Pretrain, TRAINING_FILE};

@@ -22,7 +22,7 @@ use dinoflow_vision::augment::multi_crop;
 use dinoflow_vision::tch::{self, Device, Kind, Tensor};
 use dinoflow_vision::tensor::{ImageTransform, images_to_tensor};
 use dinoflow_vision::weights::{read_safetensors, safetensors_bytes};
-use dinoflow_vision::{CONFIG_METADATA_KEY, DeviceChoice};
+use dinoflow_vision::{CONFIG_METADATA_KEY, DeviceChoice, VitConfig};
 use futures::TryStreamExt;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -31,13 +31,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::PretrainError;
 use crate::config::PretrainConfig;
-use crate::learner::{Batch, Learner, StepLosses, StepValues};
+use crate::learner::{Batch, FrozenTeacher, Learner, StepLosses, StepValues};
 use crate::masking::batch_masks;
 
-/// The trained backbone (the teacher's, timm key names, config in the metadata): what `embed`
-/// reads with `model: input`.
+/// The trained backbone (the EMA's: pretraining's teacher, distillation's student EMA; timm key
+/// names, config in the metadata): what `embed` and `eval` read.
 pub const MODEL_FILE: &str = "model/model.safetensors";
-/// Student and teacher with their heads (`student.*`, `teacher.*`), to continue or distil.
+/// The student and its EMA with their heads (`student.*`, `ema.*`), to continue or distil from.
 pub const TRAINING_FILE: &str = "model/training.safetensors";
 /// The metadata key of [`TRAINING_FILE`]: JSON with the backbone (`vit`) and the objective.
 pub const TRAINING_METADATA_KEY: &str = "dinoflow.training";
@@ -140,11 +140,11 @@ fn metrics_batch(rows: &[MetricRow]) -> Result<RecordBatch, PretrainError> {
     RecordBatch::try_new(metrics_schema(), columns).map_err(|e| PretrainError::Shape(e.to_string()))
 }
 
-fn failed(e: PretrainError) -> StageError {
+pub(crate) fn failed(e: PretrainError) -> StageError {
     StageError::failed(e)
 }
 
-fn check(config: &PretrainConfig) -> Result<(), PretrainError> {
+pub(crate) fn check(config: &PretrainConfig) -> Result<(), PretrainError> {
     let bad = |m: String| Err(PretrainError::Config(m));
     if config.steps == 0 {
         return bad("`steps` must be at least 1".into());
@@ -155,6 +155,10 @@ fn check(config: &PretrainConfig) -> Result<(), PretrainError> {
             config.batch_size
         ));
     }
+    config
+        .vit()
+        .validate()
+        .map_err(|e| PretrainError::Config(format!("the backbone: {e}")))?;
     if config.checkpoint_every == 0 {
         return bad("`checkpoint_every` must be at least 1".into());
     }
@@ -197,18 +201,7 @@ impl Stage for Pretrain {
         )]
     }
     fn outputs(&self) -> Vec<Port> {
-        vec![
-            Port::new(
-                "model",
-                PortType::Artifact("vit"),
-                "model.safetensors (the teacher backbone, timm names) and training.safetensors",
-            ),
-            Port::new(
-                "metrics",
-                PortType::Dataset("metrics"),
-                "one row per iteration: losses, teacher entropy, feature std, schedules, images/s",
-            ),
-        ]
+        training_outputs("the teacher")
     }
     fn resources(&self, config: &PretrainConfig) -> Resources {
         Resources {
@@ -219,57 +212,84 @@ impl Stage for Pretrain {
     }
 
     async fn run(&self, config: &PretrainConfig, ctx: &StageContext) -> Result<(), StageError> {
-        check(config).map_err(failed)?;
-        let device = config
-            .device
-            .resolve()
-            .map_err(|e| failed(PretrainError::Config(e.to_string())))?;
-        tch::set_num_threads(ctx.cpus.min(i32::MAX as usize) as i32);
-        let data = load_images(ctx, config).await?;
-        let prefix = format!("checkpoints/{}/", ctx.fingerprint);
-        let resume = latest_checkpoint(&ctx.store, &prefix).await?;
-        let job = Job {
-            config: config.clone(),
-            data,
-            device,
-            store: ctx.store.clone(),
-            prefix: prefix.clone(),
-            resume,
-            bar: ctx.progress(Some(config.steps as u64), "steps"),
-            handle: tokio::runtime::Handle::current(),
-        };
-        let out = tokio::task::spawn_blocking(move || train(job))
-            .await
-            .map_err(|e| failed(PretrainError::Config(format!("training thread: {e}"))))?
-            .map_err(failed)?;
-
-        let mut entries = Vec::new();
-        for (path, bytes) in [(MODEL_FILE, out.model), (TRAINING_FILE, out.training)] {
-            entries.push(
-                ctx.store
-                    .put_output_file(&ctx.fingerprint, path, Bytes::from(bytes), None)
-                    .await?,
-            );
-        }
-        ctx.set_output("model", OutputManifest::artifact(entries));
-        let mut writer = ctx.dataset_writer("metrics", metrics_schema());
-        writer
-            .write(&metrics_batch(&out.metrics).map_err(failed)?)
-            .await?;
-        ctx.finish_dataset("metrics", writer).await?;
-        if let (Some(first), Some(last)) = (out.metrics.first(), out.metrics.last()) {
-            ctx.metric("steps", config.steps as u64);
-            ctx.metric("loss_first", first.total);
-            ctx.metric("loss_last", last.total);
-            ctx.metric("feature_std_last", last.feature_std);
-            ctx.metric("images_per_s", out.images_per_s);
-        }
-        if let Some(step) = out.resumed_from {
-            ctx.metric("resumed_from_step", step as u64);
-        }
-        ctx.store.delete_prefix(&prefix).await?;
-        Ok(())
+        run_training(config, ctx, None).await
     }
+}
+
+/// Trains (pretraining, or distillation when `teacher` is given), resuming from the newest
+/// checkpoint of this fingerprint, and writes the `model` and `metrics` outputs.
+pub(crate) async fn run_training(
+    config: &PretrainConfig,
+    ctx: &StageContext,
+    teacher: Option<FrozenTeacher>,
+) -> Result<(), StageError> {
+    check(config).map_err(failed)?;
+    let device = config
+        .device
+        .resolve()
+        .map_err(|e| failed(PretrainError::Config(e.to_string())))?;
+    tch::set_num_threads(ctx.cpus.min(i32::MAX as usize) as i32);
+    let data = load_images(ctx, config).await?;
+    let prefix = format!("checkpoints/{}/", ctx.fingerprint);
+    let resume = latest_checkpoint(&ctx.store, &prefix).await?;
+    let job = Job {
+        config: config.clone(),
+        teacher,
+        data,
+        device,
+        store: ctx.store.clone(),
+        prefix: prefix.clone(),
+        resume,
+        bar: ctx.progress(Some(config.steps as u64), "steps"),
+        handle: tokio::runtime::Handle::current(),
+    };
+    let out = tokio::task::spawn_blocking(move || train(job))
+        .await
+        .map_err(|e| failed(PretrainError::Config(format!("training thread: {e}"))))?
+        .map_err(failed)?;
+
+    let mut entries = Vec::new();
+    for (path, bytes) in [(MODEL_FILE, out.model), (TRAINING_FILE, out.training)] {
+        entries.push(
+            ctx.store
+                .put_output_file(&ctx.fingerprint, path, Bytes::from(bytes), None)
+                .await?,
+        );
+    }
+    ctx.set_output("model", OutputManifest::artifact(entries));
+    let mut writer = ctx.dataset_writer("metrics", metrics_schema());
+    writer
+        .write(&metrics_batch(&out.metrics).map_err(failed)?)
+        .await?;
+    ctx.finish_dataset("metrics", writer).await?;
+    if let (Some(first), Some(last)) = (out.metrics.first(), out.metrics.last()) {
+        ctx.metric("steps", config.steps as u64);
+        ctx.metric("loss_first", first.total);
+        ctx.metric("loss_last", last.total);
+        ctx.metric("feature_std_last", last.feature_std);
+        ctx.metric("images_per_s", out.images_per_s);
+    }
+    if let Some(step) = out.resumed_from {
+        ctx.metric("resumed_from_step", step as u64);
+    }
+    ctx.store.delete_prefix(&prefix).await?;
+    Ok(())
+}
+
+/// The outputs of a training stage whose model is `model` (the network kept as an EMA).
+pub(crate) fn training_outputs(model: &'static str) -> Vec<Port> {
+    let doc = match model {
+        "the teacher" => "model.safetensors (the teacher's backbone, timm names) and training.safetensors (student and teacher with heads)",
+        _ => "model.safetensors (the student EMA's backbone, timm names) and training.safetensors (student and its EMA with heads)",
+    };
+    vec![
+        Port::new("model", PortType::Artifact("vit"), doc),
+        Port::new(
+            "metrics",
+            PortType::Dataset("metrics"),
+            "one row per iteration: losses, teacher entropy, feature std, schedules, images/s",
+        ),
+    ]
 }
 
 /// Side of the stored copies the crops are cut from.
@@ -329,6 +349,7 @@ async fn latest_checkpoint(
 
 struct Job {
     config: PretrainConfig,
+    teacher: Option<FrozenTeacher>,
     data: Tensor,
     device: Device,
     store: Store,
@@ -378,11 +399,18 @@ fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<i64> {
 
 fn train(job: Job) -> Result<Trained, PretrainError> {
     let config = &job.config;
-    let vit = config.vit();
+    let vit = VitConfig {
+        // A distilled student is never masked.
+        mask_token: job.teacher.is_none(),
+        ..config.vit()
+    };
     let crops = config.crops();
     let schedules = config.schedules();
     tch::manual_seed(config.seed as i64);
-    let mut learner = Learner::new(&vit, &config.objective, job.device)?;
+    let mut learner = match &job.teacher {
+        None => Learner::new(&vit, &config.objective, job.device)?,
+        Some(teacher) => Learner::distill(&vit, &config.objective, teacher, job.device)?,
+    };
     let mut metrics: Vec<MetricRow> = Vec::new();
     let mut start = 0;
     if let Some((step, bytes)) = &job.resume {
@@ -421,16 +449,21 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
             / 255.0;
         let crop = multi_crop(&images, &crops, seed_for(config.seed, step, 2))
             .map_err(|e| PretrainError::Config(e.to_string()))?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed_for(config.seed, step, 3));
-        let masks = batch_masks(2 * b, grid, 0.5, (0.1, 0.5), &mut rng)?;
         let local = (crops.n_local > 0).then_some(crop.local);
-        let batch = Batch::new(
-            crop.global,
-            local,
-            crops.n_local as usize,
-            &masks,
-            job.device,
-        )?;
+        let batch = if job.teacher.is_some() {
+            let patches = (grid * grid) as i64;
+            Batch::unmasked(crop.global, local, crops.n_local as usize, patches, job.device)
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed_for(config.seed, step, 3));
+            let masks = batch_masks(2 * b, grid, 0.5, (0.1, 0.5), &mut rng)?;
+            Batch::new(
+                crop.global,
+                local,
+                crops.n_local as usize,
+                &masks,
+                job.device,
+            )?
+        };
         tch::manual_seed(seed_for(config.seed, step, 4) as i64);
         let values = StepValues {
             lr: schedules.lr.at(step),
@@ -462,14 +495,14 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
     let images_per_s = (trained * b) as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let vit_json = serde_json::to_string(&vit).map_err(|e| PretrainError::Config(e.to_string()))?;
     let model = safetensors_bytes(
-        &learner.teacher_backbone(),
+        &learner.model_backbone(),
         HashMap::from([(CONFIG_METADATA_KEY.to_string(), vit_json)]),
     )
     .map_err(|e| PretrainError::Config(e.to_string()))?;
     let weights = learner
         .state()
         .into_iter()
-        .filter(|(k, _)| k.starts_with("student.") || k.starts_with("teacher."))
+        .filter(|(k, _)| k.starts_with("student.") || k.starts_with("ema."))
         .collect();
     // One metadata entry: a file with several would list them in hash-map order, so equal
     // weights could give different bytes.
