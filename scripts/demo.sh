@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main workflow on real data: Fashion-MNIST (70,000 labelled images) and real photos, run twice
-# to show that the second run is all cache hits.
+# The main workflows on real data: Fashion-MNIST (70,000 labelled images) and real photos (the
+# ingest run twice to show that the second run is all cache hits), then the full data-to-model
+# workflow. A second `make demo` is all cache hits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/dinoflow
@@ -25,8 +26,9 @@ $BIN dag workflows/curate.yaml
 $BIN run workflows/curate.yaml
 $BIN show photos_curated
 $BIN show fmnist_vectors
-echo "== curation with ground truth: dedup against an evaluation set, retrieval by seeds (workflows/curate-fashion-mnist.yaml)"
-$BIN run workflows/curate-fashion-mnist.yaml
-echo "== the funnel: rows in and out of every stage"
+echo "== the full data-to-model run (workflows/fashion-mnist.yaml, cpu preset): curation with ground truth,"
+echo "   DINOv2 pretraining on the curated images, distillation into a smaller student, evaluation"
+$BIN run workflows/fashion-mnist.yaml --preset cpu
+echo "== the funnel (rows in and out of every stage) and the evaluation table"
 $BIN show last
-echo "outputs are Parquet under .dinoflow/objects/; history in .dinoflow/runs.db"
+echo "outputs are Parquet and safetensors under .dinoflow/objects/; history in .dinoflow/runs.db"

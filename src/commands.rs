@@ -1,5 +1,6 @@
 //! The subcommands.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub fn registry() -> Registry {
     r.register(dinoflow_curate::Retrieval);
     r.register(dinoflow_pretrain::Pretrain);
     r.register(dinoflow_pretrain::Distill);
+    r.register(dinoflow_eval::Eval);
     r
 }
 
@@ -200,6 +202,35 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The reports of the run's `eval` stages whose outputs are still in the store, by stage name.
+async fn evaluations(
+    store: &Store,
+    stages: &[dinoflow_engine::StageRunRow],
+) -> Result<BTreeMap<String, dinoflow_eval::Report>> {
+    let mut out = BTreeMap::new();
+    for s in stages.iter().filter(|s| s.kind == "eval") {
+        if !matches!(
+            store.check_cached(&s.fingerprint).await?,
+            CacheState::Hit(_)
+        ) {
+            continue;
+        }
+        let key = format!(
+            "{}/{}",
+            dinoflow_storage::object_dir(&s.fingerprint),
+            dinoflow_eval::REPORT_FILE
+        );
+        let bytes = store
+            .get(&key)
+            .await
+            .with_context(|| format!("reading the report of `{}`", s.stage))?;
+        let report = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the report of `{}` ({key}) is not valid", s.stage))?;
+        out.insert(s.stage.clone(), report);
+    }
+    Ok(out)
+}
+
 async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
     let engine = open_engine(store_url, true)?;
     let db = engine.db();
@@ -216,8 +247,14 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
         })?;
         let stages = db.stages_of_run(id)?;
         let funnel = funnel::funnel(engine.store(), &stages).await?;
+        let evaluations = evaluations(engine.store(), &stages).await?;
         if json {
-            print_json(&serde_json::json!({ "run": run, "stages": stages, "funnel": funnel }))?;
+            print_json(&serde_json::json!({
+                "run": run,
+                "stages": stages,
+                "funnel": funnel,
+                "evaluations": evaluations,
+            }))?;
         } else {
             println!(
                 "run {} of {} ({}): {}",
@@ -246,6 +283,15 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
                 );
                 if !s.metrics.is_null() && s.metrics != serde_json::json!({}) {
                     println!("  {:<20} {}", "", s.metrics);
+                }
+            }
+            for (stage, report) in &evaluations {
+                println!(
+                    "\nevaluation `{stage}`: top-1 on {} test images, {} train images, {} classes",
+                    report.test_rows, report.train_rows, report.classes
+                );
+                for line in dinoflow_eval::render_table(report).lines() {
+                    println!("  {line}");
                 }
             }
         }

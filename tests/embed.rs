@@ -5,7 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{fingerprint, json, python_json, repo_root, run, run_workflow, write_workflow};
+use common::{
+    fingerprint, json, python_json, repo_root, run, run_failed, run_workflow, write_workflow,
+};
 
 const FMNIST_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const FMNIST_TRAIN_LABELS: &str = "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz";
@@ -123,13 +125,7 @@ fn vit_vectors_from_timm_weights_equal_timms_on_real_photos() {
 fn run_failing(dir: &Path, yaml: &str) -> String {
     let wf = write_workflow(dir, "bad.yaml", yaml);
     let store = dir.join("store");
-    let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_failed(&wf, &store);
     let plan = json(&run(&[
         "--json",
         "plan",
@@ -147,11 +143,7 @@ fn run_failing(dir: &Path, yaml: &str) -> String {
         embed["state"], "run",
         "a failed embed must not be cached: {plan}"
     );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    text
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dinoflow, json, run, run_ok, stage_report, write_workflow};
+use common::{dinoflow, json, run, run_failed, run_ok, stage_report, write_workflow};
 
 const WORKFLOW: &str = "name: pretrain-test
 stages:
@@ -166,14 +166,7 @@ fn bad_pretrain_settings_name_the_stage_and_the_field() {
     ] {
         let yaml = WORKFLOW.replace(replace, &replace.replace("16", "1").replace('8', "0"));
         let wf = write_workflow(dir.path(), "bad.yaml", &yaml);
-        let store = dir.path().join("store");
-        let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(1));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = run_failed(&wf, &dir.path().join("store"));
         assert!(text.contains("dino") && text.contains(message), "{text}");
     }
 }

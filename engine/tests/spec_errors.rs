@@ -779,7 +779,12 @@ stages:
     kind: sum
     inputs: {rows:x: a}
 ";
-    let e = expect(yaml, 8, 14, &["input `rows` takes one upstream output", "`rows:x`"]);
+    let e = expect(
+        yaml,
+        8,
+        14,
+        &["input `rows` takes one upstream output", "`rows:x`"],
+    );
     assert!(hint(&e).contains("rows: <stage>"));
 }
 
@@ -849,7 +854,10 @@ fn unknown_preset() {
 fn preset_naming_a_missing_stage() {
     let e = preset_error(WITH_PRESETS, "typo");
     assert_eq!((e.position.line, e.position.column), (10, 5), "{e}");
-    assert!(e.message.contains("overrides `b`, which is not a stage"), "{e}");
+    assert!(
+        e.message.contains("overrides `b`, which is not a stage"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -872,5 +880,8 @@ presets:
     a: {count: many}
 ";
     let e = preset_error(yaml, "bad");
-    assert!(e.message.contains("stage `a` (numbers): invalid config"), "{e}");
+    assert!(
+        e.message.contains("stage `a` (numbers): invalid config"),
+        "{e}"
+    );
 }

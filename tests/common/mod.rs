@@ -44,6 +44,20 @@ pub fn run_ok(wf: &str, store: &Path, extra: &[&str]) -> serde_json::Value {
     json(&out)
 }
 
+/// Runs `dinoflow --json run WF --store STORE`, asserts that a stage failed (exit code 1) and
+/// returns stdout and stderr together (the JSON report names the error).
+#[allow(dead_code)]
+pub fn run_failed(wf: &str, store: &Path) -> String {
+    let out = run(&["--json", "run", wf, "--store", store.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    text
+}
+
 /// Writes `yaml` to `dir/wf.yaml`, runs it with the store `dir/store` and returns the report.
 #[allow(dead_code)]
 pub fn run_workflow(dir: &Path, yaml: &str) -> serde_json::Value {

@@ -24,6 +24,10 @@ pub struct PretrainConfig {
     /// Attention heads, overriding the preset's (must divide `embed_dim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_heads: Option<i64>,
+    /// Initial LayerScale value, overriding the preset's 1e-5 (larger values let short runs
+    /// move the residual branches sooner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layerscale: Option<f64>,
     /// Register tokens.
     #[serde(default)]
     pub registers: i64,
@@ -137,6 +141,7 @@ impl PretrainConfig {
             depth: self.depth.unwrap_or(preset.depth),
             num_heads: self.num_heads.unwrap_or(preset.num_heads),
             ffn,
+            layerscale: self.layerscale.unwrap_or(preset.layerscale),
             registers: self.registers,
             drop_path: self.drop_path,
             mask_token: true,

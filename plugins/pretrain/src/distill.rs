@@ -97,7 +97,11 @@ impl Stage for Distill {
         Ok(vec![ExtraInput {
             name: format!(
                 "teacher ({})",
-                teacher.weights.rsplit('/').next().unwrap_or(&teacher.weights)
+                teacher
+                    .weights
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&teacher.weights)
             ),
             digest: blake3::hash(&bytes).to_hex().to_string(),
             summary: format!("{} bytes", bytes.len()),
@@ -158,7 +162,10 @@ async fn artifact_teacher(
     student: &PretrainConfig,
 ) -> Result<FrozenTeacher, StageError> {
     let name = "the `teacher` input";
-    match ctx.input_artifact_file("teacher", "training.safetensors").await {
+    match ctx
+        .input_artifact_file("teacher", "training.safetensors")
+        .await
+    {
         Ok(bytes) => {
             let file = read_safetensors(&bytes, name)
                 .map_err(|e| failed(PretrainError::Config(e.to_string())))?;
@@ -183,7 +190,9 @@ async fn artifact_teacher(
             })
         }
         Err(StageError::MissingArtifactFile { .. }) => {
-            let bytes = ctx.input_artifact_file("teacher", "model.safetensors").await?;
+            let bytes = ctx
+                .input_artifact_file("teacher", "model.safetensors")
+                .await?;
             backbone_teacher(&bytes, name, None, student).map_err(failed)
         }
         Err(e) => Err(e),

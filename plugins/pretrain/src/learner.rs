@@ -304,7 +304,8 @@ impl Learner {
         let teacher = Network::new(&teacher_vs.root(), &vit, objective)?;
         teacher_vs.copy(&student_vs)?;
         teacher_vs.freeze();
-        let (params, ema_tensors) = paired(&student_vs, &teacher_vs, vit.depth as usize, objective)?;
+        let (params, ema_tensors) =
+            paired(&student_vs, &teacher_vs, vit.depth as usize, objective)?;
         Ok(Self::assemble(
             (student_vs, student),
             (teacher_vs, teacher),

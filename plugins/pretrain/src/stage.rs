@@ -279,8 +279,12 @@ pub(crate) async fn run_training(
 /// The outputs of a training stage whose model is `model` (the network kept as an EMA).
 pub(crate) fn training_outputs(model: &'static str) -> Vec<Port> {
     let doc = match model {
-        "the teacher" => "model.safetensors (the teacher's backbone, timm names) and training.safetensors (student and teacher with heads)",
-        _ => "model.safetensors (the student EMA's backbone, timm names) and training.safetensors (student and its EMA with heads)",
+        "the teacher" => {
+            "model.safetensors (the teacher's backbone, timm names) and training.safetensors (student and teacher with heads)"
+        }
+        _ => {
+            "model.safetensors (the student EMA's backbone, timm names) and training.safetensors (student and its EMA with heads)"
+        }
     };
     vec![
         Port::new("model", PortType::Artifact("vit"), doc),
@@ -452,7 +456,13 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
         let local = (crops.n_local > 0).then_some(crop.local);
         let batch = if job.teacher.is_some() {
             let patches = (grid * grid) as i64;
-            Batch::unmasked(crop.global, local, crops.n_local as usize, patches, job.device)
+            Batch::unmasked(
+                crop.global,
+                local,
+                crops.n_local as usize,
+                patches,
+                job.device,
+            )
         } else {
             let mut rng = ChaCha8Rng::seed_from_u64(seed_for(config.seed, step, 3));
             let masks = batch_masks(2 * b, grid, 0.5, (0.1, 0.5), &mut rng)?;
