@@ -188,7 +188,7 @@ impl Stage for Pretrain {
         "pretrain"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        semver::Version::new(1, 1, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2 self-supervised training (DINO + iBOT + KoLeo, multi-crop, EMA teacher) of a ViT"
