@@ -79,7 +79,10 @@ impl Stage for Distill {
         ]
     }
     fn outputs(&self) -> Vec<Port> {
-        training_outputs("the student's EMA")
+        training_outputs(
+            "model.safetensors (the student EMA's backbone, timm names) and training.safetensors \
+             (student and its EMA with heads)",
+        )
     }
     fn resources(&self, config: &DistillConfig) -> Resources {
         Resources {

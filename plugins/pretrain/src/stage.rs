@@ -201,7 +201,10 @@ impl Stage for Pretrain {
         )]
     }
     fn outputs(&self) -> Vec<Port> {
-        training_outputs("the teacher")
+        training_outputs(
+            "model.safetensors (the teacher's backbone, timm names) and training.safetensors \
+             (student and teacher with heads)",
+        )
     }
     fn resources(&self, config: &PretrainConfig) -> Resources {
         Resources {
@@ -276,18 +279,10 @@ pub(crate) async fn run_training(
     Ok(())
 }
 
-/// The outputs of a training stage whose model is `model` (the network kept as an EMA).
-pub(crate) fn training_outputs(model: &'static str) -> Vec<Port> {
-    let doc = match model {
-        "the teacher" => {
-            "model.safetensors (the teacher's backbone, timm names) and training.safetensors (student and teacher with heads)"
-        }
-        _ => {
-            "model.safetensors (the student EMA's backbone, timm names) and training.safetensors (student and its EMA with heads)"
-        }
-    };
+/// The outputs of a training stage; `model_doc` says what its model artifact holds.
+pub(crate) fn training_outputs(model_doc: &'static str) -> Vec<Port> {
     vec![
-        Port::new("model", PortType::Artifact("vit"), doc),
+        Port::new("model", PortType::Artifact("vit"), model_doc),
         Port::new(
             "metrics",
             PortType::Dataset("metrics"),
