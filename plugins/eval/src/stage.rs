@@ -137,6 +137,7 @@ impl Stage for Eval {
         bar.finish();
 
         let (classes, train_y, test_y) = class_indices(&train_labels, &test_labels);
+        let metric_keys: Vec<String> = models.iter().map(|m| m.metric_key.clone()).collect();
         let cfg = config.clone();
         let rows = blocking(move || {
             models
@@ -162,27 +163,12 @@ impl Stage for Eval {
         ctx.metric("train_rows", report.train_rows);
         ctx.metric("test_rows", report.test_rows);
         ctx.metric("classes", report.classes);
-        for (row, model) in report.rows.iter().zip(metric_keys(&report.rows)) {
+        for (row, model) in report.rows.iter().zip(&metric_keys) {
             ctx.metric(&format!("knn_top1.{model}"), row.knn.reported);
             ctx.metric(&format!("linear_top1.{model}"), row.linear.top1);
         }
         Ok(())
     }
-}
-
-/// The name of each row in metric keys: the input's label, `raw_pixels`, `random_init_<label>`.
-fn metric_keys(rows: &[ReportRow]) -> Vec<String> {
-    rows.iter()
-        .map(|r| match r.source {
-            Source::Input => r.name.clone(),
-            Source::RawPixels => "raw_pixels".into(),
-            Source::RandomInit => r
-                .name
-                .strip_prefix("random init (")
-                .and_then(|s| s.strip_suffix(')'))
-                .map_or_else(|| r.name.replace(' ', "_"), |l| format!("random_init_{l}")),
-        })
-        .collect()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -197,6 +183,8 @@ async fn blocking<T: Send + 'static>(
 /// One evaluated model with the features gathered so far.
 struct Model {
     name: String,
+    /// The row's name in metric keys: the input's label, `random_init_<label>`, `raw_pixels`.
+    metric_key: String,
     source: Source,
     architecture: Option<String>,
     extractor: Extractor,
@@ -208,7 +196,7 @@ struct Model {
 
 impl Model {
     fn new(
-        name: String,
+        (name, metric_key): (String, String),
         source: Source,
         architecture: Option<String>,
         extractor: Extractor,
@@ -216,6 +204,7 @@ impl Model {
     ) -> Self {
         Self {
             name,
+            metric_key,
             source,
             architecture,
             train: extractor.store(train_rows),
@@ -229,7 +218,7 @@ impl Model {
     fn pixels(batch: &RecordBatch, port: &str, rows: (u64, u64)) -> Result<Self, EvalError> {
         let e = Extractor::pixels_like(batch, port)?;
         Ok(Self::new(
-            "raw pixels".into(),
+            ("raw pixels".into(), "raw_pixels".into()),
             Source::RawPixels,
             None,
             e,
@@ -269,7 +258,7 @@ fn build_models(
         }
         let extractor = Extractor::vit(place(model), layers, config.image_size, &source_name)?;
         models.push(Model::new(
-            label,
+            (label.clone(), label),
             Source::Input,
             Some(describe(&arch)),
             extractor,
@@ -284,7 +273,7 @@ fn build_models(
             let name = format!("random init ({label})");
             let extractor = Extractor::vit(place(model), layers, config.image_size, &name)?;
             models.push(Model::new(
-                name,
+                (name, format!("random_init_{label}")),
                 Source::RandomInit,
                 Some(describe(&arch)),
                 extractor,
