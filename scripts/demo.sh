@@ -31,4 +31,6 @@ echo "   DINOv2 pretraining on the curated images, distillation into a smaller s
 $BIN run workflows/fashion-mnist.yaml --preset cpu
 echo "== the funnel (rows in and out of every stage) and the evaluation table"
 $BIN show last
+echo "== the run's report: DAG, funnel, duplicates, retrieval, training curves, evaluation, workflow"
+$BIN report last
 echo "outputs are Parquet and safetensors under .dinoflow/objects/; history in .dinoflow/runs.db"

@@ -9,8 +9,9 @@ log() { printf '[setup] %s\n' "$*"; }
 # 1. Debian packages (only when root and missing).
 # dataset-fashion-mnist: the main labelled set. rustc-web, cargo-web, rust-web-src: Debian's Rust with
 # the standard library's source, to build WebAssembly guests where rustup cannot add wasm32.
-# clang, lld, wasi-libc: the C guest filter (plugins/filters-c).
-APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src clang lld wasi-libc)
+# clang, lld, wasi-libc: the C guest filter (plugins/filters-c). chromium, chromium-driver: the
+# report's browser test (tests/report.rs).
+APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src clang lld wasi-libc chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,12 +43,13 @@ if [ ! -f "$PHOTOS/.done" ]; then
 fi
 
 # 3. Python venv with torch (libtorch for tch) and the benchmark/test peers.
-PY_PACKAGES=(torch==2.11.0 pyarrow pillow numpy faiss-cpu timm safetensors)
+# selenium drives Debian's chromium in the report's browser test.
+PY_PACKAGES=(torch==2.11.0 pyarrow pillow numpy faiss-cpu timm safetensors selenium)
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import torch, pyarrow, PIL, numpy, faiss, timm, safetensors; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
+if ! .venv/bin/python -c 'import torch, pyarrow, PIL, numpy, faiss, timm, safetensors, selenium; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
   log "pip install ${PY_PACKAGES[*]}"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "${PY_PACKAGES[@]}"

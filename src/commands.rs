@@ -1,6 +1,5 @@
 //! The subcommands.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -169,6 +168,27 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { target, store } => show(&target, &store, json).await,
+        Command::Report { run, output, store } => {
+            let engine = open_engine(&store, true)?;
+            let id = match run.as_str() {
+                "last" => None,
+                n => Some(n.parse::<i64>().with_context(|| {
+                    format!("`{n}` is not a run id; give a number from `dinoflow runs`, or `last`")
+                })?),
+            };
+            let written = crate::report::write(&engine, id, output.as_deref()).await?;
+            if json {
+                print_json(&written)?;
+            } else {
+                println!(
+                    "report of run {} written to {} ({:.1} MB)",
+                    written.run,
+                    written.path.display(),
+                    written.bytes as f64 / 1e6
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stages { kind } => stages(&registry, kind.as_deref(), json),
         Command::Dag { workflow, format } => {
             let dag = Dag::load(&workflow, &registry)?;
@@ -202,35 +222,6 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The reports of the run's `eval` stages whose outputs are still in the store, by stage name.
-async fn evaluations(
-    store: &Store,
-    stages: &[dinoflow_engine::StageRunRow],
-) -> Result<BTreeMap<String, dinoflow_eval::Report>> {
-    let mut out = BTreeMap::new();
-    for s in stages.iter().filter(|s| s.kind == "eval") {
-        if !matches!(
-            store.check_cached(&s.fingerprint).await?,
-            CacheState::Hit(_)
-        ) {
-            continue;
-        }
-        let key = format!(
-            "{}/{}",
-            dinoflow_storage::object_dir(&s.fingerprint),
-            dinoflow_eval::REPORT_FILE
-        );
-        let bytes = store
-            .get(&key)
-            .await
-            .with_context(|| format!("reading the report of `{}`", s.stage))?;
-        let report = serde_json::from_slice(&bytes)
-            .with_context(|| format!("the report of `{}` ({key}) is not valid", s.stage))?;
-        out.insert(s.stage.clone(), report);
-    }
-    Ok(out)
-}
-
 async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
     let engine = open_engine(store_url, true)?;
     let db = engine.db();
@@ -247,7 +238,7 @@ async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
         })?;
         let stages = db.stages_of_run(id)?;
         let funnel = funnel::funnel(engine.store(), &stages).await?;
-        let evaluations = evaluations(engine.store(), &stages).await?;
+        let evaluations = crate::report::evaluations(engine.store(), &stages).await?;
         if json {
             print_json(&serde_json::json!({
                 "run": run,

@@ -4,6 +4,7 @@ mod commands;
 mod funnel;
 mod plugin;
 mod progress;
+mod report;
 
 use std::process::ExitCode;
 
@@ -78,6 +79,18 @@ enum Command {
     Show {
         /// Run id, `last` (the latest run) or stage name.
         target: String,
+        /// Store URL.
+        #[arg(long, default_value = ".dinoflow")]
+        store: String,
+    },
+    /// Write one run's report: a self-contained HTML page (DAG, funnel, duplicates, retrieval,
+    /// training curves, evaluation, workflow and fingerprints).
+    Report {
+        /// Run id, or `last` (the latest run).
+        run: String,
+        /// The HTML file to write (default `reports/run-<id>.html`).
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
         /// Store URL.
         #[arg(long, default_value = ".dinoflow")]
         store: String,

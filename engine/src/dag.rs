@@ -44,6 +44,10 @@ pub struct Dag {
     pub file: String,
     /// The store URL it asks for, if any.
     pub store: Option<String>,
+    /// The workflow file's text as read (recorded with each run for reproduction).
+    pub source: String,
+    /// The preset applied, if any.
+    pub preset: Option<String>,
     /// Stages, every one after all of its inputs.
     pub nodes: Vec<Node>,
 }
@@ -143,6 +147,8 @@ impl Dag {
             name: wf.spec.name.clone(),
             file: file.to_string(),
             store: wf.spec.store.clone(),
+            source: source.to_string(),
+            preset: preset.map(str::to_string),
             nodes,
         })
     }

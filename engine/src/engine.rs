@@ -260,7 +260,7 @@ impl Engine {
     pub async fn run(&self, dag: &Dag, opts: &RunOptions) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let plan = self.plan(dag).await?;
-        let run_id = self.db.start_run(&dag.name, &dag.file, self.store.url())?;
+        let run_id = self.db.start_run(dag, self.store.url())?;
         let mut status: Vec<Option<StageStatus>> = vec![None; dag.nodes.len()];
         let mut outcomes: Vec<Option<StageOutcome>> = vec![None; dag.nodes.len()];
         let mut manifests: HashMap<String, Manifest> = HashMap::new();

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::dag::Dag;
 use crate::error::EngineError;
 use crate::fingerprint::FingerprintParts;
 
@@ -36,6 +37,10 @@ pub struct RunRow {
     pub status: String,
     /// The error, when failed.
     pub error: Option<String>,
+    /// The workflow file's text when the run started (absent for runs recorded before 0.1.1).
+    pub source: Option<String>,
+    /// The preset the run applied, if any.
+    pub preset: Option<String>,
 }
 
 /// One row of the `stage_runs` table.
@@ -65,6 +70,26 @@ pub struct StageRunRow {
     pub inputs: BTreeMap<String, String>,
 }
 
+/// Adds the `columns` (name, SQL type) that `table` lacks: databases written by older versions
+/// gain them empty. One write transaction, so processes opening the database at once agree.
+fn add_missing_columns(
+    conn: &mut Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let existing: Vec<String> = tx
+        .prepare(&format!("PRAGMA table_info({table})"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, sql_type) in columns {
+        if !existing.iter().any(|c| c == name) {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))?;
+        }
+    }
+    tx.commit()
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -82,7 +107,7 @@ impl RunDb {
             path: path.display().to_string(),
             source: Box::new(e),
         };
-        let conn = Connection::open(path).map_err(db_err)?;
+        let mut conn = Connection::open(path).map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(db_err)?;
         conn.execute_batch(
@@ -98,9 +123,12 @@ impl RunDb {
                 fingerprint TEXT NOT NULL, parts TEXT NOT NULL,
                 status TEXT NOT NULL, started TEXT NOT NULL, seconds REAL,
                 error TEXT, metrics TEXT NOT NULL DEFAULT '{}');
-             CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs(stage, id);",
+             CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs(stage, id);
+             CREATE INDEX IF NOT EXISTS stage_runs_by_fingerprint ON stage_runs(fingerprint, id);",
         )
         .map_err(db_err)?;
+        add_missing_columns(&mut conn, "runs", &[("source", "TEXT"), ("preset", "TEXT")])
+            .map_err(db_err)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -118,12 +146,13 @@ impl RunDb {
         })
     }
 
-    /// Records the start of a run and returns its id.
-    pub fn start_run(&self, workflow: &str, file: &str, store: &str) -> Result<i64, EngineError> {
+    /// Records the start of a run of `dag` against the store at `store` and returns its id.
+    pub fn start_run(&self, dag: &Dag, store: &str) -> Result<i64, EngineError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (workflow, file, store, started, status) VALUES (?1, ?2, ?3, ?4, 'running')",
-                params![workflow, file, store, now()],
+                "INSERT INTO runs (workflow, file, store, started, status, source, preset)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                params![dag.name, dag.file, store, now(), dag.source, dag.preset],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -206,7 +235,8 @@ impl RunDb {
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, EngineError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, workflow, file, store, started, finished, status, error FROM runs ORDER BY id DESC LIMIT ?1",
+                "SELECT id, workflow, file, store, started, finished, status, error, source, preset
+                 FROM runs ORDER BY id DESC LIMIT ?1",
             )?;
             st.query_map(params![limit as i64], |r| {
                 Ok(RunRow {
@@ -218,6 +248,8 @@ impl RunDb {
                     finished: r.get(5)?,
                     status: r.get(6)?,
                     error: r.get(7)?,
+                    source: r.get(8)?,
+                    preset: r.get(9)?,
                 })
             })?
             .collect()
@@ -270,6 +302,14 @@ impl RunDb {
     /// The stage runs of run `id`.
     pub fn stages_of_run(&self, id: i64) -> Result<Vec<StageRunRow>, EngineError> {
         self.stage_rows("run_id", &id)
+    }
+
+    /// The latest stage run that computed (rather than reused) the outputs of `fingerprint`.
+    pub fn computed(&self, fingerprint: &str) -> Result<Option<StageRunRow>, EngineError> {
+        Ok(self
+            .stage_rows("fingerprint", &fingerprint)?
+            .into_iter()
+            .rfind(|s| s.status == "ok"))
     }
 
     /// Every recorded run of the stage called `stage`, oldest first.

@@ -41,4 +41,9 @@ async fn a_preset_changes_only_the_fields_it_names() {
     assert_eq!(env.values(&fp(&plan_large, "total"), "rows").await, [55]);
     let m = env.manifest(&fp(&plan_large, "nums")).await;
     assert_eq!(m.outputs["rows"].files.len(), 5);
+
+    // The run database keeps the preset and the workflow's exact text, for reproduction.
+    let run = env.engine.db().run(report.run_id).unwrap().unwrap();
+    assert_eq!(run.preset.as_deref(), Some("large"));
+    assert_eq!(run.source.as_deref(), Some(YAML));
 }
