@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dinoflow, json, run, run_failed, run_ok, stage_report, write_workflow};
+use common::{dinoflow, json, run, run_ok, stage_report, write_workflow};
 
 const WORKFLOW: &str = "name: pretrain-test
 stages:
@@ -158,15 +158,22 @@ fn killed_pretrain_resumes_to_the_same_weights() {
 }
 
 #[test]
-fn bad_pretrain_settings_name_the_stage_and_the_field() {
+fn bad_pretrain_settings_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
     for (replace, message) in [
         ("batch_size: 16", "`batch_size` is 1; it must be at least 2"),
         ("steps: 8", "`steps` must be at least 1"),
     ] {
         let yaml = WORKFLOW.replace(replace, &replace.replace("16", "1").replace('8', "0"));
         let wf = write_workflow(dir.path(), "bad.yaml", &yaml);
-        let text = run_failed(&wf, &dir.path().join("store"));
-        assert!(text.contains("dino") && text.contains(message), "{text}");
+        let out = run(&["run", &wf, "--store", store.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains("bad.yaml:") && text.contains("stage `dino`") && text.contains(message),
+            "{text}"
+        );
+        assert!(!store.exists(), "an invalid workflow wrote to the store");
     }
 }

@@ -87,14 +87,27 @@ impl Dag {
         if let Some(name) = preset {
             wf.apply_preset(name)?;
         }
+        if let Some(url) = &wf.spec.store
+            && let Err(e) = dinoflow_storage::check_url(url)
+        {
+            return Err(wf.error(
+                "store",
+                e.to_string(),
+                Some("a folder path, or file://, memory://, s3://, gs://, az:// or http(s):// with a bucket".into()),
+            ));
+        }
         let mut nodes = Vec::with_capacity(wf.spec.stages.len());
         for (name, spec) in &wf.spec.stages {
             let stage = resolve_kind(&wf, name, &spec.kind, registry)?;
             let config = stage.parse_config(&spec.config).map_err(|e| {
-                let at = if e.path.is_empty() {
-                    format!("stages.{name}.with")
-                } else {
-                    format!("stages.{name}.with.{}", e.path)
+                // A value the preset wrote is located in the preset.
+                let from_preset = preset
+                    .map(|p| format!("presets.{p}.{name}.{}", e.path))
+                    .filter(|path| !e.path.is_empty() && wf.positions.contains(path));
+                let at = match from_preset {
+                    Some(path) => path,
+                    None if e.path.is_empty() => format!("stages.{name}.with"),
+                    None => format!("stages.{name}.with.{}", e.path),
                 };
                 let field = if e.path.is_empty() {
                     String::new()

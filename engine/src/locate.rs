@@ -53,6 +53,11 @@ impl Positions {
         self.duplicates.first()
     }
 
+    /// Whether the key at `path` is written in the document.
+    pub fn contains(&self, path: &str) -> bool {
+        self.keys.contains_key(path)
+    }
+
     /// The position of the longest known prefix of `path` (so a missing key falls back to its parent).
     pub fn find(&self, path: &str) -> Position {
         let mut p = path;

@@ -134,6 +134,12 @@ pub trait Stage: Send + Sync + 'static {
     fn inputs(&self) -> Vec<Port>;
     /// Output ports; the first is the default when a workflow names the stage without a port.
     fn outputs(&self) -> Vec<Port>;
+    /// Checks a parsed config for what its types cannot rule out (ranges, combinations), so that
+    /// a bad workflow is refused before anything runs; the message names the field and says what
+    /// to do.
+    fn check(&self, _config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
     /// Default resources for this config; the workflow's `resources:` overrides them.
     fn resources(&self, _config: &Self::Config) -> Resources {
         Resources::default()
@@ -230,6 +236,10 @@ impl<S: Stage> DynStage for S {
         let cfg: S::Config = serde_path_to_error::deserialize(value).map_err(|e| ConfigError {
             path: e.path().to_string().trim_start_matches('.').to_string(),
             message: e.inner().to_string(),
+        })?;
+        Stage::check(self, &cfg).map_err(|message| ConfigError {
+            path: String::new(),
+            message,
         })?;
         let canonical = serde_json::to_value(&cfg).map_err(|e| ConfigError {
             path: String::new(),

@@ -55,6 +55,48 @@ fn bad_url(url: &str, reason: impl std::fmt::Display) -> StorageError {
     }
 }
 
+/// Schemes whose URL names a bucket (or container, or host) before the path.
+const BUCKET_SCHEMES: [&str; 10] = [
+    "memory", "s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "http", "https",
+];
+
+/// Checks that `url` is a store URL [`Store::open`] understands (a path, or a known scheme with
+/// its bucket), without touching the store: for validating workflows before anything runs.
+pub fn check_url(url: &str) -> Result<()> {
+    if url.trim().is_empty() {
+        return Err(bad_url(
+            url,
+            "empty; give a folder path or a URL such as s3://bucket/prefix",
+        ));
+    }
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Ok(());
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad_url(url, e))?;
+    match scheme {
+        "file" => parsed
+            .to_file_path()
+            .map(|_| ())
+            .map_err(|()| bad_url(url, "not a valid file path")),
+        s if BUCKET_SCHEMES.contains(&s) => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                Err(bad_url(
+                    url,
+                    format!("`{s}://` needs a bucket (or host): {s}://NAME/prefix"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        other => Err(bad_url(
+            url,
+            format!(
+                "unknown scheme `{other}://`; use a path, file://, memory://, s3://, gs://, az:// or http(s)://"
+            ),
+        )),
+    }
+}
+
 impl Store {
     /// Opens an existing store or source folder. Accepts relative and absolute paths, `file://`,
     /// `memory://NAME` (shared within the process), `s3://`, `gs://`, `az://`/`abfs://` and
@@ -69,6 +111,7 @@ impl Store {
     }
 
     fn open_inner(url: &str, create: bool) -> Result<Self> {
+        check_url(url)?;
         let Some((scheme, _)) = url.split_once("://") else {
             return Self::local(url, PathBuf::from(url), create);
         };
@@ -118,20 +161,13 @@ impl Store {
                         .map_err(|e| bad_url(url, e))?,
                 )
             }
-            other => {
-                return Err(bad_url(
-                    url,
-                    format!(
-                        "unknown scheme `{other}://`; use a path, file://, memory://, s3://, gs://, az:// or http(s)://"
-                    ),
-                ));
-            }
+            other => return Err(bad_url(url, format!("unknown scheme `{other}://`"))),
         };
-        let root = match scheme {
-            // Bucket-style URLs: the host is the bucket, the path the prefix inside it.
-            "memory" | "http" | "https" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss"
-            | "azure" => root,
-            _ => Path::default(),
+        // Bucket-style URLs: the host is the bucket, the path the prefix inside it.
+        let root = if BUCKET_SCHEMES.contains(&scheme) {
+            root
+        } else {
+            Path::default()
         };
         Ok(Self {
             inner,

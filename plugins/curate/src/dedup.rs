@@ -146,6 +146,9 @@ impl Stage for Dedup {
             ),
         ]
     }
+    fn check(&self, config: &DedupConfig) -> Result<(), String> {
+        check_config(config).map_err(|e| e.to_string())
+    }
     fn resources(&self, config: &DedupConfig) -> Resources {
         Resources {
             cpus: u32::MAX,
@@ -155,7 +158,6 @@ impl Stage for Dedup {
     }
 
     async fn run(&self, config: &DedupConfig, ctx: &StageContext) -> Result<(), StageError> {
-        check_config(config).map_err(failed)?;
         let device = config.device.resolve().map_err(failed)?;
         let pool = read_vectors(ctx, "embeddings", device).await?;
         let rows = read_rows(ctx).await?;

@@ -12,6 +12,7 @@ use crate::FilterError;
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// The plugins, applied in order; a row dropped by one is not shown to the next.
+    #[serde(deserialize_with = "at_least_one_plugin")]
     pub plugins: Vec<PluginSpec>,
     /// Rows sent to a plugin per call (split across the workers).
     #[serde(default = "default_batch_rows")]
@@ -22,6 +23,19 @@ pub struct FilterConfig {
     /// Linear-memory cap for each plugin instance, in MiB.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
+}
+
+fn at_least_one_plugin<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<PluginSpec>, D::Error> {
+    let plugins = Vec::<PluginSpec>::deserialize(d)?;
+    if plugins.is_empty() {
+        return Err(serde::de::Error::custom(
+            "`plugins` is empty, so the stage would keep every row: list at least one, \
+             e.g. `[{wasm: plugins/filters/dist/blank.wasm}]`",
+        ));
+    }
+    Ok(plugins)
 }
 
 fn default_batch_rows() -> usize {

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::learner::{FrozenTeacher, ObjectiveConfig};
-use crate::stage::{TRAINING_METADATA_KEY, failed, run_training, training_outputs};
+use crate::stage::{TRAINING_METADATA_KEY, check, failed, run_training, training_outputs};
 use crate::{PretrainConfig, PretrainError};
 
 /// Configuration of the `distill` stage.
@@ -84,6 +84,16 @@ impl Stage for Distill {
              (student and its EMA with heads)",
         )
     }
+    fn check(&self, config: &DistillConfig) -> Result<(), String> {
+        if config.student.drop_path != 0.0 {
+            return Err(format!(
+                "`student.drop_path` is {}: distillation trains without stochastic depth \
+                 (dinov2.md §4); remove it",
+                config.student.drop_path
+            ));
+        }
+        check(&config.student).map_err(|e| format!("`student`: {e}"))
+    }
     fn resources(&self, config: &DistillConfig) -> Resources {
         Resources {
             cpus: u32::MAX,
@@ -112,13 +122,6 @@ impl Stage for Distill {
     }
 
     async fn run(&self, config: &DistillConfig, ctx: &StageContext) -> Result<(), StageError> {
-        if config.student.drop_path != 0.0 {
-            return Err(failed(PretrainError::Config(format!(
-                "`student.drop_path` is {}: distillation trains without stochastic depth \
-                 (dinov2.md §4); remove it",
-                config.student.drop_path
-            ))));
-        }
         let teacher = match (&config.teacher, ctx.input("teacher").is_some()) {
             (Some(_), true) => {
                 return Err(failed(PretrainError::Config(

@@ -206,6 +206,9 @@ impl Stage for Pretrain {
              (student and teacher with heads)",
         )
     }
+    fn check(&self, config: &PretrainConfig) -> Result<(), String> {
+        check(config).map_err(|e| e.to_string())
+    }
     fn resources(&self, config: &PretrainConfig) -> Resources {
         Resources {
             cpus: u32::MAX,
