@@ -204,7 +204,29 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             PluginCommand::Build { dir } => crate::plugin::build(&dir, json),
             PluginCommand::Check { file, params } => crate::plugin::check(&file, &params, json),
         },
-        Command::Gc { store } => {
+        Command::Gc { store, check: true } => {
+            let engine = open_engine(&store, true)?;
+            let check = engine.check_store().await?;
+            if json {
+                print_json(&check)?;
+            } else {
+                println!(
+                    "{} committed output(s) whole ({:.1} MB read), {} incomplete folder(s) (`dinoflow gc` removes them), {} damaged",
+                    check.committed.len(),
+                    check.bytes as f64 / 1e6,
+                    check.incomplete.len(),
+                    check.damaged.len()
+                );
+                for d in &check.damaged {
+                    println!("  damaged {}: {}", d.fingerprint, d.problem);
+                }
+            }
+            Ok(ExitCode::from(if check.damaged.is_empty() { 0 } else { 1 }))
+        }
+        Command::Gc {
+            store,
+            check: false,
+        } => {
             let engine = open_engine(&store, true)?;
             let report = engine.gc().await?;
             if json {

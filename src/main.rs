@@ -120,6 +120,10 @@ enum Command {
         /// Store URL.
         #[arg(long, default_value = ".dinoflow")]
         store: String,
+        /// Remove nothing: read every committed file and check it against its manifest (size and
+        /// content digest); exit 1 when a committed output is damaged.
+        #[arg(long)]
+        check: bool,
     },
 }
 

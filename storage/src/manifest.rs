@@ -186,6 +186,15 @@ impl Store {
             Ok(m) => m,
             Err(e) => return Ok(CacheState::Miss(Miss::BadManifest(e.to_string()))),
         };
+        Ok(match self.files_miss(&manifest).await? {
+            Some(miss) => CacheState::Miss(miss),
+            None => CacheState::Hit(manifest),
+        })
+    }
+
+    /// The first file `manifest` lists that is not in the store at its listed size, if any.
+    async fn files_miss(&self, manifest: &Manifest) -> Result<Option<Miss>> {
+        let dir = object_dir(&manifest.fingerprint);
         let listed: BTreeMap<String, u64> = self
             .list(&dir)
             .await?
@@ -196,9 +205,9 @@ impl Store {
             for file in &out.files {
                 let key = format!("{dir}/{}", file.path);
                 match listed.get(&key) {
-                    None => return Ok(CacheState::Miss(Miss::MissingFile(key))),
+                    None => return Ok(Some(Miss::MissingFile(key))),
                     Some(&size) if size != file.size => {
-                        return Ok(CacheState::Miss(Miss::WrongSize {
+                        return Ok(Some(Miss::WrongSize {
                             path: key,
                             expected: file.size,
                             actual: size,
@@ -208,12 +217,42 @@ impl Store {
                 }
             }
         }
-        Ok(CacheState::Hit(manifest))
+        Ok(None)
     }
 
-    /// Writes the manifest, which makes the outputs visible. Call it after every file is written.
+    /// Reads every file `manifest` lists and compares its size and content with the manifest's:
+    /// `None` when all match, else what is wrong.
+    pub async fn verify_content(&self, manifest: &Manifest) -> Result<Option<String>> {
+        if let Some(miss) = self.files_miss(manifest).await? {
+            return Ok(Some(miss.to_string()));
+        }
+        let dir = object_dir(&manifest.fingerprint);
+        for out in manifest.outputs.values() {
+            for file in &out.files {
+                let key = format!("{dir}/{}", file.path);
+                let data = self.get(&key).await?;
+                if blake3::hash(&data).to_hex().as_str() != file.blake3 {
+                    return Ok(Some(format!(
+                        "output file {key} does not have the content its manifest records; \
+                         delete the folder {dir} and run the workflow again to rebuild it"
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the manifest, which makes the outputs visible. Call it after every file is written:
+    /// it checks first that each listed file is in the store at its size, so a manifest never
+    /// points at a missing or short file even when the store lost or cut a write.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = format!("{}/{MANIFEST_FILE}", object_dir(&manifest.fingerprint));
+        if let Some(miss) = self.files_miss(manifest).await? {
+            return Err(StorageError::Invalid(format!(
+                "not committing {key}: {miss} after upload; the stage's outputs stay invisible \
+                 and the next run writes them again"
+            )));
+        }
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Manifest {
             path: key.clone(),
             source: e,

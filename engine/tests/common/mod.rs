@@ -600,15 +600,23 @@ impl Env {
 
     /// The values of dataset output `port` committed under `fingerprint`.
     pub async fn values(&self, fingerprint: &str, port: &str) -> Vec<i64> {
-        let m = self.manifest(fingerprint).await;
-        let out = m
-            .outputs
-            .get(port)
-            .unwrap_or_else(|| panic!("no output {port}"))
-            .clone();
-        let ds = Dataset::open(self.store().clone(), fingerprint, out).unwrap();
-        dataset_values(&ds).await.unwrap()
+        read_values(self.store(), fingerprint, port).await
     }
+}
+
+/// The values of dataset output `port` committed under `fingerprint` in `store` (panics on a miss).
+pub async fn read_values(store: &Store, fingerprint: &str, port: &str) -> Vec<i64> {
+    let m = match store.check_cached(fingerprint).await.unwrap() {
+        CacheState::Hit(m) => m,
+        CacheState::Miss(why) => panic!("{fingerprint} is not committed: {why}"),
+    };
+    let out = m
+        .outputs
+        .get(port)
+        .unwrap_or_else(|| panic!("no output {port}"))
+        .clone();
+    let ds = Dataset::open(store.clone(), fingerprint, out).unwrap();
+    dataset_values(&ds).await.unwrap()
 }
 
 impl Default for Env {
