@@ -126,10 +126,14 @@ pub struct RunOptions {
     pub handle_ctrl_c: bool,
 }
 
+/// The store folder where training stages keep checkpoints, one sub-folder per fingerprint.
+pub const CHECKPOINTS: &str = "checkpoints";
+
 /// What `gc` removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
-    /// Object folders removed (incomplete or damaged outputs).
+    /// Object folders removed (incomplete or damaged outputs), and `checkpoints/<fingerprint>`
+    /// folders of outputs already committed.
     pub removed: Vec<String>,
     /// Bytes freed.
     pub bytes: u64,
@@ -586,6 +590,21 @@ impl Engine {
                 self.store.delete_prefix(&object_dir(&fp)).await?;
                 report.bytes += bytes;
                 report.removed.push(fp);
+            }
+        }
+        // Checkpoints of outputs that are committed (a crash came between the commit and their
+        // removal); those of uncommitted outputs are how a stopped run resumes, so they stay.
+        for folder in self.store.list_folders(CHECKPOINTS).await? {
+            let fp = folder.rsplit('/').next().unwrap_or_default().to_string();
+            let Some(_lock) = lock::try_lock(&self.locks_dir(), &fp)? else {
+                continue;
+            };
+            if let CacheState::Hit(_) = self.store.check_cached(&fp).await? {
+                let prefix = format!("{CHECKPOINTS}/{fp}");
+                let bytes: u64 = self.store.list(&prefix).await?.iter().map(|l| l.size).sum();
+                self.store.delete_prefix(&prefix).await?;
+                report.bytes += bytes;
+                report.removed.push(prefix);
             }
         }
         Ok(report)

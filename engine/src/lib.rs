@@ -17,8 +17,8 @@ mod stage;
 
 pub use dag::{Dag, Edge, Node};
 pub use engine::{
-    Damage, Engine, GcReport, PlanState, PlannedStage, RunOptions, RunReport, StageOutcome,
-    StageStatus, StoreCheck, error_chain,
+    CHECKPOINTS, Damage, Engine, GcReport, PlanState, PlannedStage, RunOptions, RunReport,
+    StageOutcome, StageStatus, StoreCheck, error_chain,
 };
 pub use error::{EngineError, SpecError, StageError};
 pub use fingerprint::{FingerprintParts, canonical_json};

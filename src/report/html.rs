@@ -307,7 +307,7 @@ fn evaluation(stage: &str, report: &dinoflow_eval::Report) -> Markup {
             tr {
                 th { "model" } th { "source" } th { "architecture" }
                 @for k in &ks { th { "k-NN k=" (k) } }
-                th { "linear" } th { "linear head" } th { "time" }
+                th { "linear" } th { "linear head" }
             }
             @for r in &report.rows {
                 tr class=(format!("source-{}", r.source.as_str())) {
@@ -315,7 +315,6 @@ fn evaluation(stage: &str, report: &dinoflow_eval::Report) -> Markup {
                     @for k in &ks { td class="num" { (r.knn.top1.get(*k).map(|v| percent(*v)).unwrap_or_else(|| "-".into())) } }
                     td class="num" { (percent(r.linear.top1)) }
                     td { (r.linear.describe()) }
-                    td class="num" { (format!("{:.1} s", r.seconds)) }
                 }
             }
         }

@@ -59,8 +59,6 @@ pub struct ReportRow {
     pub knn: KnnResult,
     /// The chosen linear head's results.
     pub linear: LinearResult,
-    /// Wall time spent on this row: feature extraction, k-NN and probe.
-    pub seconds: f64,
 }
 
 /// Top-1 accuracies of the weighted k-NN classifier.
@@ -184,7 +182,6 @@ mod tests {
                 avgpool: layers == 4,
                 lr: 0.001,
             },
-            seconds: 1.0,
         }
     }
 

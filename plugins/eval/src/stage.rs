@@ -38,7 +38,7 @@ impl Stage for Eval {
         "eval"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        semver::Version::new(1, 1, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2's k-NN and linear-probe evaluation of frozen ViT features on labelled images, \
@@ -147,6 +147,9 @@ impl Stage for Eval {
         })
         .await?;
 
+        // Timings go to the run's metrics, not into the report: the output is the same
+        // whenever the computation is.
+        let (rows, seconds): (Vec<ReportRow>, Vec<f64>) = rows.into_iter().unzip();
         let report = Report {
             train_rows: train_labels.len() as u64,
             test_rows: test_labels.len() as u64,
@@ -163,9 +166,10 @@ impl Stage for Eval {
         ctx.metric("train_rows", report.train_rows);
         ctx.metric("test_rows", report.test_rows);
         ctx.metric("classes", report.classes);
-        for (row, model) in report.rows.iter().zip(&metric_keys) {
+        for ((row, model), secs) in report.rows.iter().zip(&metric_keys).zip(seconds) {
             ctx.metric(&format!("knn_top1.{model}"), row.knn.reported);
             ctx.metric(&format!("linear_top1.{model}"), row.linear.top1);
+            ctx.metric(&format!("seconds.{model}"), secs);
         }
         Ok(())
     }
@@ -330,7 +334,7 @@ fn score(
     train_y: &[i64],
     test_y: &[i64],
     device: Device,
-) -> Result<ReportRow, EvalError> {
+) -> Result<(ReportRow, f64), EvalError> {
     let started = Instant::now();
     let Features {
         cls: train_cls,
@@ -428,14 +432,14 @@ fn score(
         linear_top1 = linear.top1,
         "evaluated"
     );
-    Ok(ReportRow {
+    let row = ReportRow {
         name: model.name.clone(),
         source: model.source,
         architecture: model.architecture.clone(),
         knn: KnnResult { top1, reported },
         linear,
-        seconds: model.seconds + started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((row, model.seconds + started.elapsed().as_secs_f64()))
 }
 
 #[cfg(test)]

@@ -97,10 +97,16 @@ impl Stage for Ingest {
     async fn extra_inputs(&self, config: &IngestConfig) -> Result<Vec<ExtraInput>, StageError> {
         let files: Vec<Listed> = match &config.source {
             Source::Folder { path, glob, labels } => {
-                sources::list_folder(path, glob.as_deref(), *labels)
+                let listing = sources::list_folder(path, glob.as_deref(), *labels)
                     .await
-                    .map_err(stage_err)?
-                    .files
+                    .map_err(stage_err)?;
+                // Unreadable entries are part of the output (as errors), so of the fingerprint.
+                let unreadable = listing.unreadable.into_iter().map(|(key, reason)| Listed {
+                    key,
+                    size: 0,
+                    version: reason,
+                });
+                listing.files.into_iter().chain(unreadable).collect()
             }
             Source::Idx { images, labels } => {
                 let mut v = vec![sources::stat_file(images).await.map_err(stage_err)?];
@@ -166,6 +172,12 @@ impl Stage for Ingest {
                 let listing = sources::list_folder(path, glob.as_deref(), *labels)
                     .await
                     .map_err(stage_err)?;
+                let unreadable = listing
+                    .unreadable
+                    .iter()
+                    .map(|(source, reason)| Err((source.clone(), 0, reason.clone())))
+                    .collect();
+                out.push(unreadable).await?;
                 let n = listing
                     .files
                     .len()

@@ -63,6 +63,9 @@ pub struct FolderListing {
     pub files: Vec<Listed>,
     /// One label per file (all `None` without labels).
     pub labels: Vec<Option<i64>>,
+    /// Entries that match but cannot be read (broken symbolic links in a local folder): their
+    /// source URL and why, for the `errors` output.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Lists the files of `url` that match `glob` (default: every file that is not hidden).
@@ -81,19 +84,28 @@ pub async fn list_folder(
         require_literal_separator: true,
         require_literal_leading_dot: false,
     };
+    let wanted = |key: &str| {
+        !key.split('/').any(|part| part.starts_with('.'))
+            && pattern
+                .as_ref()
+                .is_none_or(|p| p.matches_with(key, options))
+    };
     let files: Vec<Listed> = store
         .list("")
         .await
         .map_err(|e| source_err(url, e))?
         .into_iter()
-        .filter(|f| !f.key.split('/').any(|part| part.starts_with('.')))
-        .filter(|f| {
-            pattern
-                .as_ref()
-                .is_none_or(|p| p.matches_with(&f.key, options))
-        })
+        .filter(|f| wanted(&f.key))
         .collect();
-    if files.is_empty() {
+    let unreadable: Vec<(String, String)> = match store.local_root() {
+        Some(root) => broken_links(root, root)
+            .into_iter()
+            .filter(|(key, _)| wanted(key))
+            .map(|(key, reason)| (join_url(url, &key), reason))
+            .collect(),
+        None => Vec::new(),
+    };
+    if files.is_empty() && unreadable.is_empty() {
         return Err(source_err(url, "no files match; check `path` and `glob`"));
     }
     let labels = match labels {
@@ -119,7 +131,41 @@ pub async fn list_folder(
         url: url.to_string(),
         files,
         labels,
+        unreadable,
     })
+}
+
+/// Symbolic links under `dir` whose target cannot be read (the store's listing leaves them out):
+/// their keys relative to `root`, and why.
+fn broken_links(root: &std::path::Path, dir: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() && !kind.is_symlink() => {
+                out.extend(broken_links(root, &path));
+            }
+            Err(e) if kind.is_symlink() => {
+                let key = path.strip_prefix(root).unwrap_or(&path);
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                out.push((
+                    key.to_string_lossy().to_string(),
+                    format!("broken symbolic link to {target}: {e}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out
 }
 
 impl FolderListing {

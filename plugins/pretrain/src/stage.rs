@@ -15,7 +15,8 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use dinoflow_engine::{
-    Port, PortType, ProgressBar, Resources, Stage, StageContext, StageError, async_trait, semver,
+    CHECKPOINTS, Port, PortType, ProgressBar, Resources, Stage, StageContext, StageError,
+    async_trait, semver,
 };
 use dinoflow_storage::{OutputManifest, Store};
 use dinoflow_vision::augment::multi_crop;
@@ -45,7 +46,9 @@ pub const TRAINING_METADATA_KEY: &str = "dinoflow.training";
 /// The `pretrain` stage.
 pub struct Pretrain;
 
-/// One row of the `metrics` output: an iteration's losses, health figures and schedule values.
+/// One row of the `metrics` output: an iteration's losses, health figures and schedule values
+/// (no timings, so that the output is the same whenever the computation is: throughput goes to
+/// the run's metrics).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MetricRow {
     step: u64,
@@ -60,7 +63,6 @@ struct MetricRow {
     weight_decay: f64,
     momentum: f64,
     teacher_temp: f64,
-    images_per_s: f64,
 }
 
 impl MetricRow {
@@ -78,11 +80,10 @@ impl MetricRow {
             self.weight_decay,
             self.momentum,
             self.teacher_temp,
-            self.images_per_s,
         ]
     }
 
-    fn new(step: usize, l: &StepLosses, v: &StepValues, images_per_s: f64) -> Self {
+    fn new(step: usize, l: &StepLosses, v: &StepValues) -> Self {
         Self {
             step: step as u64,
             total: l.total,
@@ -96,13 +97,12 @@ impl MetricRow {
             weight_decay: v.weight_decay,
             momentum: v.momentum,
             teacher_temp: v.teacher_temp,
-            images_per_s,
         }
     }
 }
 
 /// The float columns of the `metrics` output, in the order of [`MetricRow::values`].
-const METRIC_COLUMNS: [&str; 12] = [
+const METRIC_COLUMNS: [&str; 11] = [
     "total",
     "dino_local",
     "dino_global",
@@ -114,7 +114,6 @@ const METRIC_COLUMNS: [&str; 12] = [
     "weight_decay",
     "momentum",
     "teacher_temp",
-    "images_per_s",
 ];
 
 fn metrics_schema() -> SchemaRef {
@@ -188,7 +187,7 @@ impl Stage for Pretrain {
         "pretrain"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 1, 0)
+        semver::Version::new(1, 2, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2 self-supervised training (DINO + iBOT + KoLeo, multi-crop, EMA teacher) of a ViT"
@@ -236,7 +235,7 @@ pub(crate) async fn run_training(
         .map_err(|e| failed(PretrainError::Config(e.to_string())))?;
     tch::set_num_threads(ctx.cpus.min(i32::MAX as usize) as i32);
     let data = load_images(ctx, config).await?;
-    let prefix = format!("checkpoints/{}/", ctx.fingerprint);
+    let prefix = format!("{CHECKPOINTS}/{}/", ctx.fingerprint);
     let resume = latest_checkpoint(&ctx.store, &prefix).await?;
     let job = Job {
         config: config.clone(),
@@ -438,7 +437,6 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
     let grid = (crops.global[0].size as i64 / vit.patch_size) as usize;
     let started = Instant::now();
     for step in start..config.steps {
-        let t0 = Instant::now();
         // Every draw of this iteration (libtorch's generator included) depends on (seed, step)
         // alone, so a resumed run repeats it exactly.
         tch::manual_seed(seed_for(config.seed, step, 4) as i64);
@@ -486,12 +484,7 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
             )),
             other => other,
         })?;
-        metrics.push(MetricRow::new(
-            step,
-            &losses,
-            &values,
-            b as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-        ));
+        metrics.push(MetricRow::new(step, &losses, &values));
         job.bar.inc(1);
         let done = step + 1;
         if done % config.checkpoint_every == 0 && done < config.steps {
