@@ -178,3 +178,75 @@ fn two_processes_on_one_store_write_each_output_once() {
     let objects: Vec<_> = std::fs::read_dir(store.join("objects")).unwrap().collect();
     assert_eq!(objects.len(), 1);
 }
+
+/// The ingest of [`WORKFLOW`], then `tail` (more stages).
+fn with_stages(name: &str, tail: &str) -> String {
+    WORKFLOW.replace("name: kill-test", &format!("name: {name}")) + tail
+}
+
+#[test]
+fn concurrent_runs_of_workflows_sharing_stages_compute_each_output_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    // `dedup` and `filtered` share the ingest and the embedding (same config, same fingerprints).
+    let vectors = "  vectors:\n    kind: embed\n    inputs: {images: photos}\n";
+    let a = write_workflow(
+        dir.path(),
+        "a.yaml",
+        &with_stages(
+            "dedup",
+            &format!(
+                "{vectors}  unique:\n    kind: dedup\n    inputs: {{images: photos, embeddings: vectors}}\n"
+            ),
+        ),
+    );
+    let b = write_workflow(
+        dir.path(),
+        "b.yaml",
+        &with_stages(
+            "filtered",
+            &format!(
+                "{vectors}  kept:\n    kind: filter\n    inputs: {{images: photos}}\n    with: {{plugins: [{{wasm: plugins/filters/dist/min_size.wasm, params: {{min_side: 100}}}}]}}\n"
+            ),
+        ),
+    );
+    // Two processes of one workflow and one of the other, all at once.
+    let children = [
+        spawn_run(&a, &store),
+        spawn_run(&a, &store),
+        spawn_run(&b, &store),
+    ];
+    let reports: Vec<serde_json::Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    // Per fingerprint: computed once ("ok"), reused by every other run that needs it.
+    let mut by_fp: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in &reports {
+        for s in r["stages"].as_array().unwrap() {
+            by_fp
+                .entry(s["fingerprint"].as_str().unwrap().to_string())
+                .or_default()
+                .push(s["status"].as_str().unwrap().to_string());
+        }
+    }
+    let counts: Vec<(usize, usize)> = by_fp
+        .values()
+        .map(|v| (v.iter().filter(|s| *s == "ok").count(), v.len()))
+        .collect();
+    // photos and vectors (3 runs each), unique (2 runs), kept (1 run).
+    let mut expected = vec![(1, 3), (1, 3), (1, 2), (1, 1)];
+    let mut got = counts.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "{by_fp:?}");
+    let objects = std::fs::read_dir(store.join("objects")).unwrap().count();
+    assert_eq!(objects, by_fp.len());
+    let check = run(&["gc", "--check", "--store", store.to_str().unwrap()]);
+    assert!(check.status.success(), "{check:?}");
+}
