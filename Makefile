@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup plugins build test demo bench lint
+.PHONY: setup plugins build test demo bench lint fuzz
 
 setup:
 	bash scripts/setup.sh
@@ -26,3 +26,7 @@ demo: build
 
 bench: build
 	bash bench/run.sh
+
+# Not in CI: bounded fuzzing of the workflow parser and the ingest path (FUZZ_SECONDS per target).
+fuzz: setup
+	bash scripts/fuzz.sh

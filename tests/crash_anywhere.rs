@@ -8,25 +8,19 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{dinoflow, json, repo_root, run, write_workflow};
+use common::{dinoflow, json, output_digests, photos, run, small_training_stages, write_workflow};
 
 /// Kill points required in all.
 const KILLS: usize = 20;
-const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// 24 photos and an exact copy of the first (for dedup to find).
 fn make_pool(pool: &Path) {
     std::fs::create_dir_all(pool).unwrap();
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(repo_root().join("data/photos"))
-        .expect("data/photos: run `make setup`")
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .collect();
-    photos.sort();
+    let photos = photos();
     for p in photos.iter().take(24) {
         std::fs::copy(p, pool.join(p.file_name().unwrap())).unwrap();
     }
@@ -51,29 +45,9 @@ stages:
     kind: dedup@1
     inputs: {{images: informative.kept, embeddings: vectors}}
     with: {{threshold: 0.93}}
-  train:
-    kind: ingest@1
-    with: {{source: {{idx: {{images: {FMNIST}/train-images-idx3-ubyte.gz, labels: {FMNIST}/train-labels-idx1-ubyte.gz}}}}, limit: 300, shard_rows: 64}}
-  test:
-    kind: ingest@1
-    with: {{source: {{idx: {{images: {FMNIST}/t10k-images-idx3-ubyte.gz, labels: {FMNIST}/t10k-labels-idx1-ubyte.gz}}}}, limit: 100}}
-  model:
-    kind: pretrain@1
-    inputs: {{images: train}}
-    with:
-      preset: tiny-28
-      depth: 2
-      steps: 24
-      batch_size: 8
-      local_crops: 2
-      checkpoint_every: 4
-      objective: {{head: {{prototypes: 256, hidden_dim: 128, bottleneck_dim: 64}}}}
-  scores:
-    kind: eval@1
-    inputs: {{train: train, test: test, model: model.model}}
-    with: {{knn: {{ks: [5, 20]}}, linear: {{epochs: 2}}}}
-",
-        pool = pool.display()
+{training}",
+        pool = pool.display(),
+        training = small_training_stages(24, "      checkpoint_every: 4\n"),
     )
 }
 
@@ -97,17 +71,10 @@ fn digests(store: &Path, report: &serde_json::Value) -> BTreeMap<String, BTreeMa
         .iter()
         .map(|s| {
             let fp = s["fingerprint"].as_str().unwrap();
-            let manifest: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(store.join("objects").join(fp).join("manifest.json")).unwrap(),
+            (
+                s["name"].as_str().unwrap().to_string(),
+                output_digests(store, fp),
             )
-            .unwrap();
-            let ports = manifest["outputs"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(port, o)| (port.clone(), o["digest"].as_str().unwrap().to_string()))
-                .collect();
-            (s["name"].as_str().unwrap().to_string(), ports)
         })
         .collect()
 }

@@ -7,9 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{fingerprint, python_json, repo_root, run_workflow, stage_report};
+use common::{fingerprint, open_rgb, photos, python_json, repo_root, run_workflow, stage_report};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageFormat};
+use image::ImageFormat;
 
 /// Photo pairs that are the same scene (consecutive video frames, stereo and calibration shots):
 /// a descriptor is right to call them copies. Checked by eye; see plugins/embed/tests/near_duplicates.rs.
@@ -50,13 +50,7 @@ fn natural_group(name: &str) -> String {
 /// Writes the pool: every photo, plus 4 edited copies of each of the first `copied` photos.
 /// Returns the originals that got copies.
 fn make_pool(pool: &Path, copied: usize) -> Vec<String> {
-    let photos = repo_root().join("data/photos");
-    let mut files: Vec<_> = std::fs::read_dir(&photos)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `make setup`", photos.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
-        .collect();
-    files.sort();
+    let files = photos();
     std::fs::create_dir_all(pool).unwrap();
     let mut with_copies = Vec::new();
     for (i, path) in files.iter().enumerate() {
@@ -66,13 +60,7 @@ fn make_pool(pool: &Path, copied: usize) -> Vec<String> {
             continue;
         }
         let s = stem(name);
-        let img = image::ImageReader::open(path)
-            .unwrap()
-            .with_guessed_format()
-            .unwrap()
-            .decode()
-            .unwrap();
-        let img = DynamicImage::ImageRgb8(img.to_rgb8());
+        let img = open_rgb(path);
         // Exact byte copy, JPEG re-encode, 70 % resize, 5 % crop per side.
         std::fs::copy(path, pool.join(format!("copy-exact-{s}.bin"))).unwrap();
         img.save_with_format(pool.join(format!("copy-jpeg-{s}.jpg")), ImageFormat::Jpeg)

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{fingerprint, json, repo_root, run, run_ok, write_workflow};
+use common::{fingerprint, json, output_digests, repo_root, run, run_ok, write_workflow};
 
 fn workflow(plugin: &str, params: &str) -> String {
     format!(
@@ -37,20 +35,6 @@ stages:
     )
 }
 
-/// The digest of every output of the stage with fingerprint `fp`.
-fn digests(store: &Path, fp: &str) -> serde_json::Value {
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(store.join("objects").join(fp).join("manifest.json")).unwrap(),
-    )
-    .unwrap();
-    manifest["outputs"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(port, o)| (port.clone(), o["digest"].clone()))
-        .collect()
-}
-
 #[test]
 fn hostile_plugins_fail_their_stage_cleanly_and_a_fixed_plugin_finishes_the_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,7 +52,7 @@ fn hostile_plugins_fail_their_stage_cleanly_and_a_fixed_plugin_finishes_the_run(
         &[],
     );
     let photos = fingerprint(&good, "photos");
-    let photos_digests = digests(&store, &photos);
+    let photos_digests = output_digests(&store, &photos);
 
     let cases = [
         (hostile, "{mode: loop}", vec!["hostile.wasm", "time limit"]),
@@ -118,7 +102,7 @@ fn hostile_plugins_fail_their_stage_cleanly_and_a_fixed_plugin_finishes_the_run(
                 .join("manifest.json")
                 .exists()
         );
-        assert_eq!(digests(&store, &photos), photos_digests, "{params}");
+        assert_eq!(output_digests(&store, &photos), photos_digests, "{params}");
         let check = run(&["gc", "--check", "--store", store.to_str().unwrap()]);
         assert!(check.status.success(), "{params}: {check:?}");
     }

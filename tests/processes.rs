@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dinoflow, json, run, write_workflow};
+use common::{dinoflow, json, output_digests, run, write_workflow};
 
 const WORKFLOW: &str = "name: kill-test\nstages:\n  photos:\n    kind: ingest\n    with:\n      source:\n        folder:\n          path: data/photos\n      max_side: 224\n      batch_size: 2\n      shard_rows: 2\n";
 
@@ -49,23 +49,6 @@ fn wait_for_partial_output(child: &mut std::process::Child, store: &Path) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn images_digest(store: &Path, fingerprint: &str) -> String {
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            store
-                .join("objects")
-                .join(fingerprint)
-                .join("manifest.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    m["outputs"]["images"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
@@ -115,8 +98,8 @@ fn killed_ingest_resumes_to_the_same_dataset() {
         clean["stages"][0]["rows"]["images"]
     );
     assert_eq!(
-        images_digest(&killed_store, fp),
-        images_digest(&clean_store, fp)
+        output_digests(&killed_store, fp)["images"],
+        output_digests(&clean_store, fp)["images"]
     );
     // Nothing is left behind that gc would need to remove.
     let gc = json(&run(&[

@@ -10,32 +10,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{fingerprint, json, python_json, repo_root, run, run_workflow};
-use image::{DynamicImage, ImageFormat, imageops::FilterType};
-
-const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
-
-/// The photos of data/photos, sorted.
-fn photos() -> Vec<std::path::PathBuf> {
-    let dir = repo_root().join("data/photos");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `make setup`", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
-        .collect();
-    files.sort();
-    files
-}
-
-fn decode(path: &Path) -> DynamicImage {
-    let img = image::ImageReader::open(path)
-        .unwrap()
-        .with_guessed_format()
-        .unwrap()
-        .decode()
-        .unwrap();
-    DynamicImage::ImageRgb8(img.to_rgb8())
-}
+use common::{
+    FMNIST, fingerprint, json, open_rgb, photos, python_json, repo_root, run, run_workflow,
+    small_training_stages,
+};
+use image::{ImageFormat, imageops::FilterType};
 
 /// 20 photos plus a JPEG re-encode and a 70 % resize of the first 3 (three duplicate groups), and
 /// seeds: 80 % resized JPEGs of 3 other pool photos.
@@ -46,7 +25,7 @@ fn make_data(pool: &Path, seeds: &Path) {
         let name = path.file_name().unwrap().to_str().unwrap();
         std::fs::copy(path, pool.join(name)).unwrap();
         let stem = name.split('.').next().unwrap();
-        let img = decode(path);
+        let img = open_rgb(path);
         let (w, h) = (img.width(), img.height());
         if i < 3 {
             img.save_with_format(
@@ -95,29 +74,10 @@ stages:
     kind: retrieval@1
     inputs: {{images: deduplicated.kept, pool: kept_vectors, seeds: seed_vectors}}
     with: {{mode: {{sample: {{per_seed: 3}}}}}}
-  train:
-    kind: ingest@1
-    with: {{source: {{idx: {{images: {FMNIST}/train-images-idx3-ubyte.gz, labels: {FMNIST}/train-labels-idx1-ubyte.gz}}}}, limit: 300}}
-  test:
-    kind: ingest@1
-    with: {{source: {{idx: {{images: {FMNIST}/t10k-images-idx3-ubyte.gz, labels: {FMNIST}/t10k-labels-idx1-ubyte.gz}}}}, limit: 100}}
-  model:
-    kind: pretrain@1
-    inputs: {{images: train}}
-    with:
-      preset: tiny-28
-      depth: 2
-      steps: 6
-      batch_size: 8
-      local_crops: 2
-      objective: {{head: {{prototypes: 256, hidden_dim: 128, bottleneck_dim: 64}}}}
-  scores:
-    kind: eval@1
-    inputs: {{train: train, test: test, model: model.model}}
-    with: {{knn: {{ks: [5, 20]}}, linear: {{epochs: 2}}}}
-",
+{training}",
         pool = pool.display(),
         seeds = seeds.display(),
+        training = small_training_stages(6, ""),
     )
 }
 

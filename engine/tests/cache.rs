@@ -8,25 +8,9 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::time::{Duration, Instant};
 
-use common::{Env, fp, is_cached, opts, outcome, reasons, serial_opts, status};
+use common::{CHAIN, CHAIN_TOTAL, Env, fp, is_cached, opts, outcome, reasons, serial_opts, status};
 use dinoflow_engine::{PlanState, StageStatus};
 use dinoflow_storage::{CacheState, MANIFEST_FILE, Miss, OutputKind};
-
-/// numbers (-3 .. 17, 4-row shards) → square (6-row shards) → sum.
-const CHAIN: &str = "\
-name: chain
-stages:
-  nums:
-    kind: numbers
-    with: {count: 20, start: -3, shard_rows: 4}
-  squares:
-    kind: square
-    inputs: {rows: nums}
-    with: {shard_rows: 6}
-  total:
-    kind: sum
-    inputs: {rows: squares}
-";
 
 fn chain_values() -> Vec<i64> {
     (-3..17).collect()
@@ -35,9 +19,6 @@ fn chain_values() -> Vec<i64> {
 fn chain_squares() -> Vec<i64> {
     chain_values().iter().map(|v| v * v).collect()
 }
-
-/// (-3)² + … + 16² = (1² + 2² + 3²) + (1² + … + 16²) = 14 + 16·17·33/6 = 14 + 1496.
-const CHAIN_TOTAL: i64 = 1510;
 
 fn statuses(report: &dinoflow_engine::RunReport) -> BTreeMap<String, StageStatus> {
     report

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{fp, opts, outcome};
+use common::{CHAIN, CHAIN_TOTAL, fp, opts, outcome};
 use dinoflow_engine::{Engine, Silent, StageStatus};
 use dinoflow_storage::{RetryPolicy, Store};
 use futures::StreamExt;
@@ -26,25 +26,6 @@ use object_store::{
     GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-
-/// numbers → squares → sum, with small shards so that each stage writes several files.
-const CHAIN: &str = "\
-name: chain
-stages:
-  nums:
-    kind: numbers
-    with: {count: 20, start: -3, shard_rows: 4}
-  squares:
-    kind: square
-    inputs: {rows: nums}
-    with: {shard_rows: 6}
-  total:
-    kind: sum
-    inputs: {rows: squares}
-";
-
-/// (-3)² + … + 16².
-const CHAIN_TOTAL: i64 = 1510;
 
 /// A local folder behind an object store that misbehaves on purpose.
 #[derive(Debug)]
@@ -252,13 +233,25 @@ async fn transient_errors_and_latency_are_retried_to_the_results_of_a_clean_run(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_write_fails_the_stage_naming_the_file_and_commits_nothing() {
+/// The chain workflow, planned on a faulty store that injects no transient errors.
+async fn chain_on_faulty_store() -> (
+    tempfile::TempDir,
+    Arc<FaultyStore>,
+    Engine,
+    dinoflow_engine::Dag,
+    Vec<dinoflow_engine::PlannedStage>,
+) {
     let (dir, faults) = setup(0, Duration::ZERO);
     let engine = faulty_engine(dir.path(), Arc::clone(&faults));
     let registry = common::registry(&common::Runs::default());
     let dag = common::dag(&registry, CHAIN);
     let plan = engine.plan(&dag).await.unwrap();
+    (dir, faults, engine, dag, plan)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_fails_the_stage_naming_the_file_and_commits_nothing() {
+    let (_dir, faults, engine, dag, plan) = chain_on_faulty_store().await;
     let squares = fp(&plan, "squares");
     *faults.refuse_writes_to.lock().unwrap() = Some(squares.clone());
 
@@ -291,11 +284,7 @@ async fn a_refused_write_fails_the_stage_naming_the_file_and_commits_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_write_is_never_committed() {
-    let (dir, faults) = setup(0, Duration::ZERO);
-    let engine = faulty_engine(dir.path(), Arc::clone(&faults));
-    let registry = common::registry(&common::Runs::default());
-    let dag = common::dag(&registry, CHAIN);
-    let plan = engine.plan(&dag).await.unwrap();
+    let (_dir, faults, engine, dag, plan) = chain_on_faulty_store().await;
     let squares = fp(&plan, "squares");
     // The store reports success but keeps half of each shard of `squares`.
     *faults.cut_writes_to.lock().unwrap() = Some(format!("{squares}/rows/"));

@@ -85,22 +85,22 @@ pub fn page(data: &RunData, version: &str, generated: &str) -> Markup {
                 }
                 section id="duplicates" {
                     h2 { "Duplicates" }
-                    @if data.duplicates.is_empty() { p class="muted" { "No dedup stage in this run (or its outputs are no longer in the store)." } }
+                    @if data.duplicates.is_empty() { (absent("dedup")) }
                     @for d in &data.duplicates { (duplicates(d)) }
                 }
                 section id="retrieval" {
                     h2 { "Retrieval" }
-                    @if data.retrievals.is_empty() { p class="muted" { "No retrieval stage in this run (or its outputs are no longer in the store)." } }
+                    @if data.retrievals.is_empty() { (absent("retrieval")) }
                     @for r in &data.retrievals { (retrieval(r)) }
                 }
                 section id="training" {
                     h2 { "Training curves" }
-                    @if data.curves.is_empty() { p class="muted" { "No training stage in this run (or its outputs are no longer in the store)." } }
+                    @if data.curves.is_empty() { (absent("training")) }
                     @for c in &data.curves { (curves(c)) }
                 }
                 section id="evaluation" {
                     h2 { "Evaluation" }
-                    @if data.evaluations.is_empty() { p class="muted" { "No eval stage in this run (or its outputs are no longer in the store)." } }
+                    @if data.evaluations.is_empty() { (absent("eval")) }
                     @for (stage, report) in &data.evaluations { (evaluation(stage, report)) }
                 }
                 section id="reproduce" {
@@ -135,6 +135,11 @@ pub const SECTIONS: [(&str, &str); 8] = [
     ("evaluation", "Evaluation"),
     ("reproduce", "Reproduce"),
 ];
+
+/// What a section says when the run has no stage of `kind` with outputs in the store.
+fn absent(kind: &str) -> Markup {
+    html! { p class="muted" { "No " (kind) " stage in this run (or its outputs are no longer in the store)." } }
+}
 
 fn badge(status: &str) -> Markup {
     html! { span class=(format!("badge st-{status}")) { (status) } }

@@ -115,3 +115,86 @@ pub fn fingerprint(report: &serde_json::Value, name: &str) -> String {
         .expect("a fingerprint")
         .to_string()
 }
+
+/// The real photos of `data/photos` (put there by `make setup`), sorted by name.
+#[allow(dead_code)]
+pub fn photos() -> Vec<PathBuf> {
+    let dir = repo_root().join("data/photos");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make setup`", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Output port → digest of the outputs committed under `fingerprint` in the local store `store`.
+#[allow(dead_code)]
+pub fn output_digests(
+    store: &Path,
+    fingerprint: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            store
+                .join("objects")
+                .join(fingerprint)
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    manifest["outputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(port, o)| (port.clone(), o["digest"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist).
+#[allow(dead_code)]
+pub const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The training end of a small full workflow, as stage entries under `stages:`: `train` (300
+/// labelled Fashion-MNIST train images), `test` (100 test images), `model` (tiny-28 cut to 2
+/// blocks, `steps` iterations, then the lines `extra`) and `scores` (its k-NN and linear probe).
+#[allow(dead_code)]
+pub fn small_training_stages(steps: u32, extra: &str) -> String {
+    format!(
+        "  train:
+    kind: ingest@1
+    with: {{source: {{idx: {{images: {FMNIST}/train-images-idx3-ubyte.gz, labels: {FMNIST}/train-labels-idx1-ubyte.gz}}}}, limit: 300}}
+  test:
+    kind: ingest@1
+    with: {{source: {{idx: {{images: {FMNIST}/t10k-images-idx3-ubyte.gz, labels: {FMNIST}/t10k-labels-idx1-ubyte.gz}}}}, limit: 100}}
+  model:
+    kind: pretrain@1
+    inputs: {{images: train}}
+    with:
+      preset: tiny-28
+      depth: 2
+      steps: {steps}
+      batch_size: 8
+      local_crops: 2
+      objective: {{head: {{prototypes: 256, hidden_dim: 128, bottleneck_dim: 64}}}}
+{extra}  scores:
+    kind: eval@1
+    inputs: {{train: train, test: test, model: model.model}}
+    with: {{knn: {{ks: [5, 20]}}, linear: {{epochs: 2}}}}
+"
+    )
+}
+
+/// The image file at `path` decoded (format from its content) and converted to 8-bit RGB.
+#[allow(dead_code)]
+pub fn open_rgb(path: &Path) -> image::DynamicImage {
+    let img = image::ImageReader::open(path)
+        .unwrap()
+        .with_guessed_format()
+        .unwrap()
+        .decode()
+        .unwrap();
+    image::DynamicImage::ImageRgb8(img.to_rgb8())
+}

@@ -663,3 +663,22 @@ pub fn outcome<'a>(report: &'a RunReport, name: &str) -> &'a StageOutcome {
 pub fn status(report: &RunReport, name: &str) -> StageStatus {
     outcome(report, name).status
 }
+
+/// numbers (-3 .. 17, 4-row shards) → square (6-row shards) → sum.
+pub const CHAIN: &str = "\
+name: chain
+stages:
+  nums:
+    kind: numbers
+    with: {count: 20, start: -3, shard_rows: 4}
+  squares:
+    kind: square
+    inputs: {rows: nums}
+    with: {shard_rows: 6}
+  total:
+    kind: sum
+    inputs: {rows: squares}
+";
+
+/// (-3)² + … + 16² = (1² + 2² + 3²) + (1² + … + 16²) = 14 + 16·17·33/6 = 14 + 1496.
+pub const CHAIN_TOTAL: i64 = 1510;
