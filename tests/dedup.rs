@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::{fingerprint, open_rgb, photos, python_json, repo_root, run_workflow, stage_report};
-use image::imageops::FilterType;
 use image::ImageFormat;
+use image::imageops::FilterType;
 
 /// Photo pairs that are the same scene (consecutive video frames, stereo and calibration shots):
 /// a descriptor is right to call them copies. Checked by eye; see plugins/embed/tests/near_duplicates.rs.
