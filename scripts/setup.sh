@@ -10,8 +10,10 @@ log() { printf '[setup] %s\n' "$*"; }
 # dataset-fashion-mnist: the main labelled set. rustc-web, cargo-web, rust-web-src: Debian's Rust with
 # the standard library's source, to build WebAssembly guests where rustup cannot add wasm32.
 # clang, lld, wasi-libc: the C guest filter (plugins/filters-c). chromium, chromium-driver: the
-# report's browser test (tests/report.rs).
-APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src clang lld wasi-libc chromium chromium-driver)
+# report's browser test (tests/report.rs). slurmctld, slurmd, slurm-client, munge: the one-node
+# Slurm of the slurm executor's tests (scripts/slurm-local.sh).
+APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src clang lld wasi-libc chromium chromium-driver
+              slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use dinoflow_engine::{
-    Dag, Engine, EngineError, PlanState, Registry, Resources, RunOptions, Silent, workflow_schema,
+    Dag, Engine, EngineError, Executor, PlanState, Registry, Resources, RunOptions, Silent,
+    SlurmOptions, workflow_schema,
 };
 use dinoflow_storage::{CacheState, Store};
 
 use crate::funnel;
 use crate::progress::Bars;
-use crate::{Cli, Command, DagFormat, Executor, PluginCommand};
+use crate::{Cli, Command, DagFormat, ExecutorChoice, PluginCommand};
 
 /// Every stage kind this build knows.
 pub fn registry() -> Registry {
@@ -51,6 +52,23 @@ fn open_engine(store_url: &str, json: bool) -> Result<Engine> {
     Ok(Engine::open(store, sink)?)
 }
 
+/// `path` made absolute against the current directory (Slurm jobs may start elsewhere).
+fn absolute(path: &str) -> Result<String> {
+    Ok(std::path::absolute(path)
+        .with_context(|| format!("resolving {path}"))?
+        .display()
+        .to_string())
+}
+
+/// A local store path made absolute; URLs unchanged.
+fn absolute_store(url: &str) -> Result<String> {
+    if url.contains("://") {
+        Ok(url.to_string())
+    } else {
+        absolute(url)
+    }
+}
+
 fn store_for(dag: &Dag, flag: Option<String>) -> String {
     flag.or_else(|| dag.store.clone())
         .unwrap_or_else(|| ".dinoflow".to_string())
@@ -82,22 +100,34 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             workflow,
             store,
             executor,
+            attempts,
+            sbatch_args,
             keep_going,
             cpus,
             gpus,
             preset,
         } => {
-            if executor == Executor::Slurm {
-                bail!(
-                    "the slurm executor is not available in this build yet; use --executor local"
-                );
-            }
             let dag = Dag::load_preset(&workflow, &registry, preset.as_deref())?;
-            let engine = open_engine(&store_for(&dag, store), json)?;
+            let store = store_for(&dag, store);
+            let engine = open_engine(&store, json)?;
+            let executor = match executor {
+                ExecutorChoice::Local => Executor::Local,
+                ExecutorChoice::Slurm => Executor::Slurm(SlurmOptions {
+                    program: std::env::current_exe()
+                        .context("finding the dinoflow binary for the Slurm jobs")?,
+                    workflow: absolute(&workflow)?,
+                    preset: preset.clone(),
+                    store: absolute_store(&store)?,
+                    logs: engine.state_dir().join("slurm-logs"),
+                    attempts,
+                    extra_args: sbatch_args,
+                }),
+            };
             let opts = RunOptions {
                 keep_going,
                 limits: machine_limits(cpus, gpus),
                 handle_ctrl_c: true,
+                executor,
             };
             let report = engine.run(&dag, &opts).await?;
             if json {
@@ -204,6 +234,19 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             PluginCommand::Build { dir } => crate::plugin::build(&dir, json),
             PluginCommand::Check { file, params } => crate::plugin::check(&file, &params, json),
         },
+        Command::Exec {
+            workflow,
+            stage,
+            store,
+            preset,
+            cpus,
+        } => {
+            let dag = Dag::load_preset(&workflow, &registry, preset.as_deref())?;
+            let engine = open_engine(&store, true)?;
+            let cpus = machine_limits(cpus, 0).cpus;
+            engine.execute_stage(&dag, &stage, cpus).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { store, check: true } => {
             let engine = open_engine(&store, true)?;
             let check = engine.check_store().await?;

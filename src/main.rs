@@ -39,9 +39,16 @@ enum Command {
         /// Store URL (overrides the workflow's `store:`; default `.dinoflow`).
         #[arg(long)]
         store: Option<String>,
-        /// Where stages run.
+        /// Where stages run: in this process, or each stage as a Slurm job (`sbatch`; set
+        /// SLURM_CONF for a cluster other than the default).
         #[arg(long, value_enum, default_value = "local")]
-        executor: Executor,
+        executor: ExecutorChoice,
+        /// With `--executor slurm`: submissions of one stage before it counts as failed.
+        #[arg(long, default_value_t = 3)]
+        attempts: u32,
+        /// With `--executor slurm`: more `sbatch` arguments, e.g. `--sbatch=--partition=gpu`.
+        #[arg(long = "sbatch", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
         /// Keep running independent stages after a stage fails.
         #[arg(long)]
         keep_going: bool,
@@ -115,6 +122,25 @@ enum Command {
         #[command(subcommand)]
         action: PluginCommand,
     },
+    /// Run one stage of a workflow in this process and commit its outputs (what a Slurm job of
+    /// `--executor slurm` runs); its inputs must be committed.
+    #[command(hide = true)]
+    Exec {
+        /// The workflow YAML file.
+        workflow: String,
+        /// The stage to run.
+        #[arg(long)]
+        stage: String,
+        /// Store URL.
+        #[arg(long)]
+        store: String,
+        /// The preset the run applies.
+        #[arg(long)]
+        preset: Option<String>,
+        /// CPU cores the stage may use (default: all).
+        #[arg(long)]
+        cpus: Option<u32>,
+    },
     /// Remove outputs left incomplete by crashes (and damaged ones).
     Gc {
         /// Store URL.
@@ -161,7 +187,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 /// Where stages run.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Executor {
+enum ExecutorChoice {
     /// In this process.
     Local,
     /// As Slurm jobs.

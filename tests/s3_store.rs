@@ -178,7 +178,7 @@ stages:
             .all(|s| s["status"] == "ok"),
         "{first}"
     );
-    assert_eq!(digests(&s3_run, &first), local_digests);
+    assert_eq!(digests(s3_run, &first), local_digests);
     let objects = server.bucket("list", "dinoflow-test");
     let objects = objects.as_object().unwrap();
     assert!(

@@ -17,6 +17,7 @@ use crate::fingerprint::FingerprintParts;
 use crate::lock;
 use crate::progress::{ProgressSink, StageEvent};
 use crate::rundb::RunDb;
+use crate::slurm::{self, SlurmOptions};
 use crate::stage::{InputRef, Resources, StageContext};
 
 /// Whether a stage will run, and why.
@@ -124,6 +125,18 @@ pub struct RunOptions {
     pub limits: Resources,
     /// Cancel cleanly on Ctrl-C.
     pub handle_ctrl_c: bool,
+    /// Where stages run.
+    pub executor: Executor,
+}
+
+/// Where the stages of a run execute.
+#[derive(Debug, Clone, Default)]
+pub enum Executor {
+    /// In this process.
+    #[default]
+    Local,
+    /// Each stage as a Slurm batch job running `dinoflow exec`.
+    Slurm(SlurmOptions),
 }
 
 /// The store folder where training stages keep checkpoints, one sub-folder per fingerprint.
@@ -207,6 +220,11 @@ impl Engine {
     /// The run database.
     pub fn db(&self) -> &RunDb {
         &self.db
+    }
+
+    /// The folder of the run database and the locks.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     fn locks_dir(&self) -> PathBuf {
@@ -434,38 +452,20 @@ impl Engine {
                     self.db
                         .start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "running")?;
                 running.insert(i, (need, row));
-                let inputs: BTreeMap<String, InputRef> = node
-                    .inputs
-                    .iter()
-                    .filter_map(|e| {
-                        let m = manifests.get(&e.from)?;
-                        Some((
-                            e.port.clone(),
-                            InputRef {
-                                fingerprint: m.fingerprint.clone(),
-                                output: m.outputs.get(&e.from_port)?.clone(),
-                            },
-                        ))
-                    })
-                    .collect();
-                let job = StageJob {
-                    node: node.clone(),
-                    fingerprint: p.fingerprint.clone(),
-                    store: self.store.clone(),
-                    locks: self.locks_dir(),
-                    sink: Arc::clone(&self.sink),
-                    cpus: need.cpus as usize,
-                    inputs,
-                };
+                let job = self.stage_job(node, &p.fingerprint, &manifests, need.cpus);
                 self.sink.event(&node.name, &StageEvent::Started);
+                let executor = opts.executor.clone();
                 tasks.spawn(async move {
                     let t = Instant::now();
-                    let r = AssertUnwindSafe(job.execute())
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|panic| {
-                            Err(format!("the stage panicked: {}", panic_message(&*panic)))
-                        });
+                    let r = match executor {
+                        Executor::Local => AssertUnwindSafe(job.execute())
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|panic| {
+                                Err(format!("the stage panicked: {}", panic_message(&*panic)))
+                            }),
+                        Executor::Slurm(slurm) => job.submit(&slurm, need).await,
+                    };
                     (i, t.elapsed().as_secs_f64(), r)
                 });
             }
@@ -569,6 +569,79 @@ impl Engine {
         })
     }
 
+    /// The job that runs `node` under `fingerprint`, its inputs taken from the committed
+    /// `manifests` of its upstream stages (by stage name).
+    fn stage_job(
+        &self,
+        node: &Node,
+        fingerprint: &str,
+        manifests: &HashMap<String, Manifest>,
+        cpus: u32,
+    ) -> StageJob {
+        let inputs: BTreeMap<String, InputRef> = node
+            .inputs
+            .iter()
+            .filter_map(|e| {
+                let m = manifests.get(&e.from)?;
+                Some((
+                    e.port.clone(),
+                    InputRef {
+                        fingerprint: m.fingerprint.clone(),
+                        output: m.outputs.get(&e.from_port)?.clone(),
+                    },
+                ))
+            })
+            .collect();
+        StageJob {
+            node: node.clone(),
+            fingerprint: fingerprint.to_string(),
+            store: self.store.clone(),
+            locks: self.locks_dir(),
+            sink: Arc::clone(&self.sink),
+            cpus: cpus as usize,
+            inputs,
+        }
+    }
+
+    /// Runs the one stage `name` of `dag` in this process and commits its outputs (what a Slurm
+    /// job does): its inputs must be committed already. Records nothing in the run database.
+    pub async fn execute_stage(&self, dag: &Dag, name: &str, cpus: u32) -> Result<(), EngineError> {
+        let plan = self.plan(dag).await?;
+        let Some(i) = dag.nodes.iter().position(|n| n.name == name) else {
+            return Err(EngineError::NotFound(format!(
+                "no stage `{name}` in {}",
+                dag.file
+            )));
+        };
+        let node = &dag.nodes[i];
+        let mut manifests = HashMap::new();
+        for e in &node.inputs {
+            let upstream = plan.iter().find(|p| p.name == e.from);
+            match upstream.and_then(|p| p.manifest.clone()) {
+                Some(m) => {
+                    manifests.insert(e.from.clone(), m);
+                }
+                None => {
+                    return Err(EngineError::StageFailed {
+                        stage: name.to_string(),
+                        message: format!(
+                            "its input `{}` (stage `{}`) is not committed; run that stage first",
+                            e.port, e.from
+                        ),
+                    });
+                }
+            }
+        }
+        self.stage_job(node, &plan[i].fingerprint, &manifests, cpus)
+            .execute()
+            .await
+            .map(|_| ())
+            .map_err(|message| EngineError::StageFailed {
+                stage: name.to_string(),
+                message,
+            })
+    }
+
     /// Removes object folders without a complete commit (left by crashes or damaged by hand),
     /// except those a running process has locked.
     pub async fn gc(&self) -> Result<GcReport, EngineError> {
@@ -663,6 +736,40 @@ struct StageJob {
 }
 
 impl StageJob {
+    /// Runs the stage as Slurm jobs (up to `opts.attempts` submissions) and returns the manifest
+    /// the job committed.
+    async fn submit(
+        self,
+        opts: &SlurmOptions,
+        resources: Resources,
+    ) -> Result<StageResult, String> {
+        let name = &self.node.name;
+        let mut last_error = String::new();
+        for attempt in 1..=opts.attempts.max(1) {
+            let job = slurm::run_job(opts, name, resources).await;
+            if let CacheState::Hit(m) = self
+                .store
+                .check_cached(&self.fingerprint)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Ok((m, false, serde_json::Value::Null));
+            }
+            last_error = match job {
+                Ok(log) => format!(
+                    "the job ended without committing the outputs (log {})",
+                    log.display()
+                ),
+                Err(e) => e,
+            };
+            tracing::warn!(stage = %name, attempt, "Slurm job failed: {last_error}");
+        }
+        Err(format!(
+            "{} Slurm submission(s) failed; the last: {last_error}",
+            opts.attempts.max(1)
+        ))
+    }
+
     /// Locks the fingerprint, reuses a result another process committed meanwhile, or runs the stage
     /// and commits its outputs manifest-last. Returns the manifest, whether it was reused, and metrics.
     async fn execute(self) -> Result<StageResult, String> {

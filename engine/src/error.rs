@@ -71,6 +71,14 @@ pub enum EngineError {
         #[source]
         source: Box<StageError>,
     },
+    /// A stage run by `Engine::execute_stage` failed.
+    #[error("stage `{stage}` failed: {message}")]
+    StageFailed {
+        /// The stage's name in the workflow.
+        stage: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The run was cancelled (Ctrl-C).
     #[error("cancelled")]
     Cancelled,

@@ -12,13 +12,14 @@ mod progress;
 mod registry;
 mod rundb;
 mod schema;
+mod slurm;
 mod spec;
 mod stage;
 
 pub use dag::{Dag, Edge, Node};
 pub use engine::{
-    CHECKPOINTS, Damage, Engine, GcReport, PlanState, PlannedStage, RunOptions, RunReport,
-    StageOutcome, StageStatus, StoreCheck, error_chain,
+    CHECKPOINTS, Damage, Engine, Executor, GcReport, PlanState, PlannedStage, RunOptions,
+    RunReport, StageOutcome, StageStatus, StoreCheck, error_chain,
 };
 pub use error::{EngineError, SpecError, StageError};
 pub use fingerprint::{FingerprintParts, canonical_json};
@@ -27,6 +28,7 @@ pub use progress::{ProgressBar, ProgressSink, Silent, StageEvent};
 pub use registry::Registry;
 pub use rundb::{RunDb, RunRow, StageRunRow};
 pub use schema::workflow_schema;
+pub use slurm::SlurmOptions;
 pub use spec::{ResourceSpec, StageSpec, WorkflowFile, WorkflowSpec};
 pub use stage::{
     ConfigError, DynStage, ExtraInput, InputRef, ParsedConfig, Port, PortType, Resources, Stage,

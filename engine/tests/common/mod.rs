@@ -530,6 +530,7 @@ pub fn opts(keep_going: bool) -> RunOptions {
             memory_gb: 16.0,
         },
         handle_ctrl_c: false,
+        executor: Default::default(),
     }
 }
 

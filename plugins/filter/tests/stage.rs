@@ -99,6 +99,7 @@ async fn run(store: &Path, yaml: &str) -> (Engine, Dag, RunReport) {
             memory_gb: 8.0,
         },
         handle_ctrl_c: false,
+        executor: Default::default(),
     };
     let report = engine.run(&dag, &opts).await.unwrap();
     (engine, dag, report)

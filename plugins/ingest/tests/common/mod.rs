@@ -45,6 +45,7 @@ pub async fn run_ingest(store_dir: &std::path::Path, with_yaml: &str) -> Ingeste
             memory_gb: 8.0,
         },
         handle_ctrl_c: false,
+        executor: Default::default(),
     };
     let report = engine.run(&dag, &opts).await.unwrap();
     assert!(report.succeeded(), "{report:?}");
