@@ -8,7 +8,11 @@ set -euo pipefail
 action=${1:?start or stop}
 DIR=$(realpath -m "${2:-.slurm-local}")
 CONF=$DIR/slurm.conf
-stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; rm -f "$1"; }
+# A daemon that is gone already must not stop the others from being stopped.
+stop_pid() {
+  if [ -f "$1" ]; then kill "$(cat "$1")" 2>/dev/null || true; fi
+  rm -f "$1"
+}
 
 case "$action" in
   start)

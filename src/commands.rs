@@ -28,6 +28,10 @@ pub fn registry() -> Registry {
     r
 }
 
+/// `dinoflow exec`'s exit code when the stage itself failed: the controller does not submit it
+/// again.
+const EXIT_STAGE_FAILED: u8 = 3;
+
 /// Maps an error to the exit code of design.md §7: 2 for invalid workflows, 130 for Ctrl-C, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<EngineError>() {
@@ -42,8 +46,21 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// The engine on the store at `store_url`, creating a local store's folder if needed (for
+/// commands that write).
 fn open_engine(store_url: &str, json: bool) -> Result<Engine> {
     let store = Store::create(store_url).with_context(|| format!("opening store {store_url}"))?;
+    engine_on(store, json)
+}
+
+/// The engine on the store at `store_url`, which must exist (for commands that only read it or
+/// clean it, so that a mistyped path is an error and not a new empty store).
+fn open_existing_engine(store_url: &str) -> Result<Engine> {
+    let store = Store::open(store_url).with_context(|| format!("opening store {store_url}"))?;
+    engine_on(store, true)
+}
+
+fn engine_on(store: Store, json: bool) -> Result<Engine> {
     let sink: Arc<dyn dinoflow_engine::ProgressSink> = if json {
         Arc::new(Silent)
     } else {
@@ -109,6 +126,16 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             let dag = Dag::load_preset(&workflow, &registry, preset.as_deref())?;
             let store = store_for(&dag, store);
+            let executor = match executor {
+                ExecutorChoice::Local if attempts.is_some() || !sbatch_args.is_empty() => {
+                    bail!("--attempts and --sbatch apply to `--executor slurm` only")
+                }
+                ExecutorChoice::Slurm if store.starts_with("memory://") => bail!(
+                    "the store {store} lives in this process, where Slurm jobs cannot reach it; \
+                     give a folder on a shared file system or an s3:// URL"
+                ),
+                other => other,
+            };
             let engine = open_engine(&store, json)?;
             let executor = match executor {
                 ExecutorChoice::Local => Executor::Local,
@@ -119,7 +146,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     preset: preset.clone(),
                     store: absolute_store(&store)?,
                     logs: engine.state_dir().join("slurm-logs"),
-                    attempts,
+                    attempts: attempts.unwrap_or(3),
                     extra_args: sbatch_args,
                 }),
             };
@@ -179,7 +206,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs { store, limit } => {
-            let engine = open_engine(&store, true)?;
+            let engine = open_existing_engine(&store)?;
             let runs = engine.db().runs(limit)?;
             if json {
                 print_json(&runs)?;
@@ -199,7 +226,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Show { target, store } => show(&target, &store, json).await,
         Command::Report { run, output, store } => {
-            let engine = open_engine(&store, true)?;
+            let engine = open_existing_engine(&store)?;
             let id = match run.as_str() {
                 "last" => None,
                 n => Some(n.parse::<i64>().with_context(|| {
@@ -238,17 +265,28 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             workflow,
             stage,
             store,
+            fingerprint,
+            task,
             preset,
             cpus,
         } => {
             let dag = Dag::load_preset(&workflow, &registry, preset.as_deref())?;
-            let engine = open_engine(&store, true)?;
+            let store = Store::open(&store).with_context(|| format!("opening store {store}"))?;
+            let engine = Engine::worker(store, Arc::new(Silent))?;
             let cpus = machine_limits(cpus, 0).cpus;
-            engine.execute_stage(&dag, &stage, cpus).await?;
-            Ok(ExitCode::SUCCESS)
+            match engine
+                .execute_task(&dag, &stage, &fingerprint, task, cpus)
+                .await
+            {
+                Err(e @ EngineError::StageFailed { .. }) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_STAGE_FAILED))
+                }
+                other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+            }
         }
         Command::Gc { store, check: true } => {
-            let engine = open_engine(&store, true)?;
+            let engine = open_existing_engine(&store)?;
             let check = engine.check_store().await?;
             if json {
                 print_json(&check)?;
@@ -270,7 +308,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             store,
             check: false,
         } => {
-            let engine = open_engine(&store, true)?;
+            let engine = open_existing_engine(&store)?;
             let report = engine.gc().await?;
             if json {
                 print_json(&report)?;
@@ -288,7 +326,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn show(target: &str, store_url: &str, json: bool) -> Result<ExitCode> {
-    let engine = open_engine(store_url, true)?;
+    let engine = open_existing_engine(store_url)?;
     let db = engine.db();
     let run_id = if target == "last" {
         db.runs(1)?.first().map(|r| r.id)

@@ -43,9 +43,11 @@ enum Command {
         /// SLURM_CONF for a cluster other than the default).
         #[arg(long, value_enum, default_value = "local")]
         executor: ExecutorChoice,
-        /// With `--executor slurm`: submissions of one stage before it counts as failed.
-        #[arg(long, default_value_t = 3)]
-        attempts: u32,
+        /// With `--executor slurm`: submissions of a job (or array task) that ends without
+        /// committing, e.g. cancelled or lost with its node, before its stage fails (default 3).
+        /// A stage that fails by itself is not submitted again.
+        #[arg(long)]
+        attempts: Option<u32>,
         /// With `--executor slurm`: more `sbatch` arguments, e.g. `--sbatch=--partition=gpu`.
         #[arg(long = "sbatch", allow_hyphen_values = true)]
         sbatch_args: Vec<String>,
@@ -122,8 +124,9 @@ enum Command {
         #[command(subcommand)]
         action: PluginCommand,
     },
-    /// Run one stage of a workflow in this process and commit its outputs (what a Slurm job of
-    /// `--executor slurm` runs); its inputs must be committed.
+    /// Run one task of one stage of a workflow in this process and record its outputs for the
+    /// submitting process to commit (what a Slurm job of `--executor slurm` runs); its inputs
+    /// must be committed. Exits 3 when the stage itself fails (not worth submitting again).
     #[command(hide = true)]
     Exec {
         /// The workflow YAML file.
@@ -134,6 +137,13 @@ enum Command {
         /// Store URL.
         #[arg(long)]
         store: String,
+        /// The stage run's fingerprint as the submitting process computed it; the task refuses
+        /// to run under another.
+        #[arg(long)]
+        fingerprint: String,
+        /// The task: a shard of the input the stage maps over, or 0 for a stage that runs whole.
+        #[arg(long)]
+        task: usize,
         /// The preset the run applies.
         #[arg(long)]
         preset: Option<String>,

@@ -174,6 +174,38 @@ fn gc_removes_only_uncommitted_output_folders() {
 }
 
 #[test]
+fn commands_that_read_a_store_refuse_a_mistyped_path_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("stroe");
+    let path = typo.to_str().unwrap();
+    for args in [
+        vec!["gc", "--store", path],
+        vec!["gc", "--check", "--store", path],
+        vec!["runs", "--store", path],
+        vec!["show", "last", "--store", path],
+        vec!["report", "last", "--store", path],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("stroe") && err.contains("no such folder"),
+            "{args:?}: {err}"
+        );
+        assert!(!typo.exists(), "{args:?} created the store");
+    }
+    // Local-only options with the local executor are a mistake, said before anything runs.
+    let wf = write_workflow(dir.path(), "wf.yaml", &workflow(5));
+    let out = run(&["run", &wf, "--store", path, "--attempts", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--executor slurm"));
+    let out = run(&["run", &wf, "--store", "memory://x", "--executor", "slurm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach it"));
+    assert!(!typo.exists());
+}
+
+#[test]
 fn plugin_new_builds_as_is_and_passes_check() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&[

@@ -262,7 +262,9 @@ fn report_of_a_real_run_renders_in_chromium_with_every_section() {
 #[test]
 fn bad_run_ids_fail_clearly_and_leave_an_existing_report_alone() {
     let dir = tempfile::tempdir().unwrap();
+    // An empty store: no runs yet.
     let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
     let existing = dir.path().join("report.html");
     std::fs::write(&existing, "an earlier report").unwrap();
 

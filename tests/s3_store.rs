@@ -15,6 +15,7 @@ use common::{dinoflow, json, python_json, repo_root, write_workflow};
 /// A moto S3 server on a free port, stopped when dropped.
 struct S3Server {
     child: Child,
+    _workdir: tempfile::TempDir,
     endpoint: String,
 }
 
@@ -31,8 +32,11 @@ impl S3Server {
             "{} is missing: run `make setup`",
             server.display()
         );
+        // The server writes its request recording into its working folder.
+        let workdir = tempfile::tempdir().unwrap();
         let child = Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(workdir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,6 +51,7 @@ impl S3Server {
         }
         Self {
             child,
+            _workdir: workdir,
             endpoint: format!("http://127.0.0.1:{port}"),
         }
     }

@@ -1,7 +1,11 @@
 //! The Slurm executor against a real one-node Slurm (munged, slurmctld and slurmd started by
-//! `scripts/slurm-local.sh` for each test): the curation stages run as batch jobs give the local
-//! executor's output digests; a job cancelled from outside (`scancel`) is submitted again and the
-//! run completes; Ctrl-C cancels the run's jobs and commits nothing partial.
+//! `scripts/slurm-local.sh` for each test): the curation stages run as batch jobs and job arrays
+//! (one task per input shard) give the local executor's output digests; an array task cancelled
+//! from outside (`scancel`) is submitted again and the run completes; a stage that fails by itself
+//! is not submitted again; Ctrl-C cancels the run's jobs and commits nothing partial.
+//!
+//! The stages ask for every core, so Slurm runs one task at a time: a task is running for at
+//! least its process start and planning when the test cancels it.
 
 mod common;
 
@@ -62,7 +66,7 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until a job called `name` runs and returns its id.
+    /// Waits until a job (or array task) called `name` runs and returns its id (`123` or `123_4`).
     fn wait_running(&self, name: &str, run: &mut Child) -> String {
         let started = Instant::now();
         loop {
@@ -96,8 +100,13 @@ impl Drop for Cluster {
     }
 }
 
-/// Photos → WebAssembly filter → embed → dedup, the curation part of the full workflow.
+/// Photos → WebAssembly filter → embed → dedup, the curation part of the full workflow: 40 photos
+/// in 5 shards, so that the filter and embed run as 5 tasks each.
 fn workflow(dir: &Path) -> String {
+    workflow_with_filter(dir, "blank.wasm, params: {min_std: 5}")
+}
+
+fn workflow_with_filter(dir: &Path, filter: &str) -> String {
     let root = repo_root();
     write_workflow(
         dir,
@@ -112,7 +121,7 @@ stages:
   informative:
     kind: filter@1
     inputs: {{images: photos}}
-    with: {{plugins: [{{wasm: {root}/plugins/filters/dist/blank.wasm, params: {{min_std: 5}}}}]}}
+    with: {{plugins: [{{wasm: {root}/plugins/filters/dist/{filter}}}]}}
     resources: {{memory_gb: 1}}
   vectors:
     kind: embed@1
@@ -124,7 +133,7 @@ stages:
     with: {{threshold: 0.93}}
     resources: {{memory_gb: 1}}
 ",
-            root = root.display()
+            root = root.display(),
         ),
     )
 }
@@ -178,10 +187,12 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
     );
     assert_eq!(local["status"], "ok", "{local}");
 
-    // Every stage a batch job; the first job of `vectors` is cancelled from outside.
+    // Every stage a batch job or job array; the first task of `vectors` that runs is cancelled
+    // from outside.
     let store = dir.path().join("slurm");
     let mut run = spawn(&cluster, &wf, &store, &["--executor", "slurm"]);
     let victim = cluster.wait_running("dinoflow-vectors", &mut run);
+    assert!(victim.contains('_'), "not an array task: {victim}");
     let out = cluster.client("scancel", &[&victim]);
     assert!(out.status.success());
     let out = run.wait_with_output().unwrap();
@@ -200,11 +211,9 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
         "{report}"
     );
     assert_eq!(digests(&store, &report), digests(&local_store, &local));
-    // One log per job: `vectors` ran twice.
-    let logs: Vec<String> = std::fs::read_dir(store.join("slurm-logs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
+    // One log per job or array task: the filter and embed ran as 5 tasks, and the cancelled
+    // task of `vectors` ran again.
+    let logs = job_logs(&store);
     let count = |stage: &str| {
         logs.iter()
             .filter(|l| l.starts_with(&format!("{stage}-")))
@@ -217,8 +226,72 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
             count("vectors"),
             count("unique")
         ),
-        (1, 1, 2, 1),
+        (1, 5, 6, 1),
         "{logs:?}"
+    );
+    let cancelled: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.starts_with(&format!("vectors-{}_", victim.split('_').next().unwrap())))
+        .collect();
+    assert_eq!(cancelled.len(), 5, "the first array ran 5 tasks: {logs:?}");
+    // The merged outputs hold every shard's rows; the stage's metrics add the tasks' counts.
+    let stage = |name: &str| {
+        report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(stage("photos")["rows"]["images"], 40);
+    let kept = stage("informative")["rows"]["kept"].as_u64().unwrap();
+    assert_eq!(
+        kept + stage("informative")["rows"]["dropped"].as_u64().unwrap(),
+        40
+    );
+    assert_eq!(stage("vectors")["rows"]["embeddings"], kept);
+    assert!(cluster.queue().is_empty(), "{:?}", cluster.queue());
+}
+
+/// The names of the job logs in `store`'s log folder.
+fn job_logs(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join("slurm-logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+#[test]
+fn a_stage_that_fails_by_itself_is_not_submitted_again() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wf = workflow_with_filter(dir.path(), "min_size.wasm, params: {min_side: lots}");
+    let store = dir.path().join("slurm");
+    let out = spawn(&cluster, &wf, &store, &["--executor", "slurm"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let filter = &report["stages"][1];
+    assert_eq!(filter["status"], "failed", "{report}");
+    let error = filter["error"].as_str().unwrap();
+    assert!(error.contains("min_side"), "{error}");
+    assert!(error.contains("log "), "names the task's log: {error}");
+    // One array of 5 tasks, not 3 submissions; nothing of the filter committed.
+    let logs = job_logs(&store);
+    let filter_logs = logs
+        .iter()
+        .filter(|l| l.starts_with("informative-"))
+        .count();
+    assert_eq!(filter_logs, 5, "{logs:?}");
+    let fp = filter["fingerprint"].as_str().unwrap();
+    assert!(
+        !store
+            .join("objects")
+            .join(fp)
+            .join("manifest.json")
+            .exists()
     );
     assert!(cluster.queue().is_empty(), "{:?}", cluster.queue());
 }

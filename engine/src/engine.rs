@@ -14,11 +14,12 @@ use tokio::task::JoinSet;
 use crate::dag::{Dag, Node};
 use crate::error::EngineError;
 use crate::fingerprint::FingerprintParts;
+use crate::job::{StageJob, StageResult};
 use crate::lock;
 use crate::progress::{ProgressSink, StageEvent};
 use crate::rundb::RunDb;
-use crate::slurm::{self, SlurmOptions};
-use crate::stage::{InputRef, Resources, StageContext};
+use crate::slurm::SlurmOptions;
+use crate::stage::{InputRef, Resources};
 
 /// Whether a stage will run, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -208,6 +209,22 @@ impl Engine {
             store,
             state_dir: state_dir.to_path_buf(),
             db,
+            sink,
+        })
+    }
+
+    /// Opens the engine for a worker that runs tasks of stages for another process (a Slurm
+    /// job): it keeps no run history, so its run database is in memory, and its locks live where
+    /// [`Engine::open`] puts them.
+    pub fn worker(store: Store, sink: Arc<dyn ProgressSink>) -> Result<Self, EngineError> {
+        let state_dir = store
+            .local_root()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".dinoflow"));
+        Ok(Self {
+            store,
+            state_dir,
+            db: Arc::new(RunDb::in_memory()?),
             sink,
         })
     }
@@ -417,8 +434,14 @@ impl Engine {
                     manifests.insert(node.name.clone(), m.clone());
                     continue;
                 }
-                let need = clamp(node.resources, opts.limits);
-                if need.gpus > opts.limits.gpus {
+                // Slurm sizes and queues jobs itself: a stage asks for what its workflow says.
+                let on_slurm = matches!(opts.executor, Executor::Slurm(_));
+                let need = if on_slurm {
+                    node.resources
+                } else {
+                    clamp(node.resources, opts.limits)
+                };
+                if !on_slurm && need.gpus > opts.limits.gpus {
                     let msg = format!(
                         "needs {} GPU(s) but {} are available; set `resources.gpus` or run on a GPU machine",
                         need.gpus, opts.limits.gpus
@@ -444,14 +467,18 @@ impl Engine {
                     stopping |= !opts.keep_going;
                     continue;
                 }
-                if !fits(need, free) {
+                let held = if on_slurm {
+                    Resources::NONE
+                } else if fits(need, free) {
+                    need
+                } else {
                     continue;
-                }
-                free = sub(free, need);
+                };
+                free = sub(free, held);
                 let row =
                     self.db
                         .start_stage(run_id, &node.name, &p.fingerprint, &p.parts, "running")?;
-                running.insert(i, (need, row));
+                running.insert(i, (held, row));
                 let job = self.stage_job(node, &p.fingerprint, &manifests, need.cpus);
                 self.sink.event(&node.name, &StageEvent::Started);
                 let executor = opts.executor.clone();
@@ -603,9 +630,23 @@ impl Engine {
         }
     }
 
-    /// Runs the one stage `name` of `dag` in this process and commits its outputs (what a Slurm
-    /// job does): its inputs must be committed already. Records nothing in the run database.
-    pub async fn execute_stage(&self, dag: &Dag, name: &str, cpus: u32) -> Result<(), EngineError> {
+    /// Runs task `task` of stage `name` of `dag` in this process, as a Slurm job does: the task
+    /// of a stage that shards, or the whole stage as task 0. Its inputs must be committed already
+    /// and its fingerprint must be `fingerprint` (else the workflow, a file it reads or the binary
+    /// differs from the submitting machine's). It records its outputs in a task manifest for the
+    /// submitting process to commit, and nothing in the run database.
+    pub async fn execute_task(
+        &self,
+        dag: &Dag,
+        name: &str,
+        fingerprint: &str,
+        task: usize,
+        cpus: u32,
+    ) -> Result<(), EngineError> {
+        let failed = |message: String| EngineError::StageFailed {
+            stage: name.to_string(),
+            message,
+        };
         let plan = self.plan(dag).await?;
         let Some(i) = dag.nodes.iter().position(|n| n.name == name) else {
             return Err(EngineError::NotFound(format!(
@@ -613,6 +654,14 @@ impl Engine {
                 dag.file
             )));
         };
+        if plan[i].fingerprint != fingerprint {
+            return Err(failed(format!(
+                "its fingerprint here is {}, not the submitted {fingerprint}: the workflow, a \
+                 file it reads or the dinoflow binary differs between the submitting machine and \
+                 this node; make them the same (a shared file system) and run again",
+                plan[i].fingerprint
+            )));
+        }
         let node = &dag.nodes[i];
         let mut manifests = HashMap::new();
         for e in &node.inputs {
@@ -622,24 +671,17 @@ impl Engine {
                     manifests.insert(e.from.clone(), m);
                 }
                 None => {
-                    return Err(EngineError::StageFailed {
-                        stage: name.to_string(),
-                        message: format!(
-                            "its input `{}` (stage `{}`) is not committed; run that stage first",
-                            e.port, e.from
-                        ),
-                    });
+                    return Err(failed(format!(
+                        "its input `{}` (stage `{}`) is not committed; run that stage first",
+                        e.port, e.from
+                    )));
                 }
             }
         }
-        self.stage_job(node, &plan[i].fingerprint, &manifests, cpus)
-            .execute()
+        self.stage_job(node, fingerprint, &manifests, cpus)
+            .execute_task(task)
             .await
-            .map(|_| ())
-            .map_err(|message| EngineError::StageFailed {
-                stage: name.to_string(),
-                message,
-            })
+            .map_err(failed)
     }
 
     /// Removes object folders without a complete commit (left by crashes or damaged by hand),
@@ -717,117 +759,6 @@ impl Engine {
             }
         }
         Ok(check)
-    }
-}
-
-/// What a finished stage job hands back: its manifest, whether it was reused from another
-/// process's commit, and its metrics.
-type StageResult = (Manifest, bool, serde_json::Value);
-
-/// Everything a spawned stage needs, owned.
-struct StageJob {
-    node: Node,
-    fingerprint: String,
-    store: Store,
-    locks: PathBuf,
-    sink: Arc<dyn ProgressSink>,
-    cpus: usize,
-    inputs: BTreeMap<String, InputRef>,
-}
-
-impl StageJob {
-    /// Runs the stage as Slurm jobs (up to `opts.attempts` submissions) and returns the manifest
-    /// the job committed.
-    async fn submit(
-        self,
-        opts: &SlurmOptions,
-        resources: Resources,
-    ) -> Result<StageResult, String> {
-        let name = &self.node.name;
-        let mut last_error = String::new();
-        for attempt in 1..=opts.attempts.max(1) {
-            let job = slurm::run_job(opts, name, resources).await;
-            if let CacheState::Hit(m) = self
-                .store
-                .check_cached(&self.fingerprint)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Ok((m, false, serde_json::Value::Null));
-            }
-            last_error = match job {
-                Ok(log) => format!(
-                    "the job ended without committing the outputs (log {})",
-                    log.display()
-                ),
-                Err(e) => e,
-            };
-            tracing::warn!(stage = %name, attempt, "Slurm job failed: {last_error}");
-        }
-        Err(format!(
-            "{} Slurm submission(s) failed; the last: {last_error}",
-            opts.attempts.max(1)
-        ))
-    }
-
-    /// Locks the fingerprint, reuses a result another process committed meanwhile, or runs the stage
-    /// and commits its outputs manifest-last. Returns the manifest, whether it was reused, and metrics.
-    async fn execute(self) -> Result<StageResult, String> {
-        let name = self.node.name.clone();
-        let sink = Arc::clone(&self.sink);
-        let _lock = lock::lock(&self.locks, &self.fingerprint, || {
-            sink.event(&name, &StageEvent::Waiting)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        if let CacheState::Hit(m) = self
-            .store
-            .check_cached(&self.fingerprint)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok((m, true, serde_json::Value::Null));
-        }
-        // Files left by a run that crashed before its commit.
-        self.store
-            .delete_prefix(&object_dir(&self.fingerprint))
-            .await
-            .map_err(|e| e.to_string())?;
-        let ctx = StageContext::new(
-            &self.node.name,
-            &self.fingerprint,
-            self.store.clone(),
-            self.inputs,
-            self.cpus,
-            Arc::clone(&self.sink),
-        );
-        self.node
-            .stage
-            .run(&self.node.config, &ctx)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let outputs = ctx.outputs();
-        for port in self.node.stage.outputs() {
-            if !outputs.contains_key(port.name) {
-                return Err(format!(
-                    "{} {} finished without writing output `{}` (a bug in the stage kind)",
-                    self.node.stage.kind(),
-                    self.node.stage.version(),
-                    port.name
-                ));
-            }
-        }
-        let manifest = Manifest {
-            fingerprint: self.fingerprint.clone(),
-            kind: self.node.stage.kind().to_string(),
-            version: self.node.stage.version().to_string(),
-            outputs,
-        };
-        self.store
-            .commit_manifest(&manifest)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((manifest, false, ctx.metrics()))
     }
 }
 

@@ -6,6 +6,7 @@ mod dag;
 mod engine;
 mod error;
 mod fingerprint;
+mod job;
 mod locate;
 mod lock;
 mod progress;
@@ -32,7 +33,7 @@ pub use slurm::SlurmOptions;
 pub use spec::{ResourceSpec, StageSpec, WorkflowFile, WorkflowSpec};
 pub use stage::{
     ConfigError, DynStage, ExtraInput, InputRef, ParsedConfig, Port, PortType, Resources, Stage,
-    StageContext, split_port_key,
+    StageContext, split_port_key, sum_task_metrics, task_folder,
 };
 
 /// Re-exported so stage crates use the same versions.

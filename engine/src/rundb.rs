@@ -103,11 +103,29 @@ impl RunDb {
                 source: e,
             })?;
         }
+        let conn = Connection::open(path).map_err(|e| EngineError::Database {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })?;
+        Self::set_up(conn, path)
+    }
+
+    /// A database in memory, for a process that keeps no run history (a Slurm job's worker).
+    pub fn in_memory() -> Result<Self, EngineError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| EngineError::Database {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })?;
+        Self::set_up(conn, path)
+    }
+
+    /// Creates the tables (and columns added since) that are missing.
+    fn set_up(mut conn: Connection, path: &Path) -> Result<Self, EngineError> {
         let db_err = |e| EngineError::Database {
             path: path.display().to_string(),
             source: Box::new(e),
         };
-        let mut conn = Connection::open(path).map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(db_err)?;
         conn.execute_batch(

@@ -1,7 +1,7 @@
-//! The Slurm executor's jobs: one stage run is one batch job (`sbatch --wait`) that runs
-//! `dinoflow exec` against the store; the job's exit and the stage's manifest say whether it
-//! worked. A job whose wait is abandoned (the run fails elsewhere, or Ctrl-C) is cancelled with
-//! `scancel`.
+//! The Slurm executor's jobs: a stage run is one batch job, or a job array with one task per
+//! shard (`sbatch --wait`), each running `dinoflow exec` against the store; the task manifests
+//! in the store say which tasks finished. A job whose wait is abandoned (the run fails
+//! elsewhere, or Ctrl-C) is cancelled with `scancel`.
 
 use std::path::PathBuf;
 
@@ -22,7 +22,8 @@ pub struct SlurmOptions {
     pub store: String,
     /// Folder for the jobs' logs (on a file system the nodes share).
     pub logs: PathBuf,
-    /// Submissions of one stage before it counts as failed.
+    /// Submissions of a task that ends without committing (cancelled, node lost) before the
+    /// stage counts as failed.
     pub attempts: u32,
     /// More `sbatch` arguments (`--partition`, `--account`, `--time`, …).
     pub extra_args: Vec<String>,
@@ -51,28 +52,87 @@ impl Drop for Scancel {
     }
 }
 
-/// The `sbatch` arguments that ask for `resources`.
+/// The `sbatch` arguments that ask for `resources`, as the workflow states them: the cluster,
+/// not the submitting machine, decides whether they fit. A stage that takes every core it finds
+/// (the data stages' default) asks for a whole node.
 fn resource_args(resources: Resources) -> Vec<String> {
-    let mut args = vec![
-        format!("--cpus-per-task={}", resources.cpus.max(1)),
-        format!(
-            "--mem={}M",
-            (resources.memory_gb * 1024.0).ceil().max(1.0) as u64
-        ),
-    ];
+    let mut args = vec![if resources.cpus == u32::MAX {
+        "--exclusive".to_string()
+    } else {
+        format!("--cpus-per-task={}", resources.cpus.max(1))
+    }];
+    args.push(format!(
+        "--mem={}M",
+        (resources.memory_gb * 1024.0).ceil().max(1.0) as u64
+    ));
     if resources.gpus > 0 {
         args.push(format!("--gres=gpu:{}", resources.gpus));
     }
     args
 }
 
-/// Submits stage `stage` as one job asking for `resources` and waits for it to end. Returns the
-/// job's log file; `Err` says why the job failed, with the end of its log.
-pub async fn run_job(
-    opts: &SlurmOptions,
-    stage: &str,
-    resources: Resources,
-) -> Result<PathBuf, String> {
+/// One submission: some tasks of one stage run.
+pub(crate) struct JobRequest<'a> {
+    /// The stage's name in the workflow.
+    pub stage: &'a str,
+    /// The stage run's fingerprint; the job refuses to run if it computes another.
+    pub fingerprint: &'a str,
+    /// The tasks to run.
+    pub tasks: &'a [usize],
+    /// Whether the stage runs as tasks (a job array); else one job runs it whole as task 0.
+    pub array: bool,
+    /// What each task asks for.
+    pub resources: Resources,
+}
+
+/// A submission that ended (each task committed, failed or was cancelled).
+pub(crate) struct JobEnded {
+    /// The Slurm job id.
+    pub id: String,
+    /// `sbatch --wait`'s exit status (the highest of the tasks').
+    pub status: std::process::ExitStatus,
+    /// The log file of each task, in the order of the request's tasks.
+    pub logs: Vec<PathBuf>,
+    tasks: Vec<usize>,
+}
+
+impl JobEnded {
+    /// The log of task `task`.
+    pub fn log(&self, task: usize) -> PathBuf {
+        self.tasks
+            .iter()
+            .position(|&t| t == task)
+            .and_then(|i| self.logs.get(i).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The job, its status and the end of its first log, in one line.
+    pub fn summary(&self) -> String {
+        let log = self.logs.first().cloned().unwrap_or_default();
+        let text = std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "Slurm job {} ended with {} without committing every task (log {}): {}",
+            self.id,
+            self.status,
+            log.display(),
+            tail.join(" | ")
+        )
+    }
+}
+
+/// A log path for Slurm's `--output`, whose `%` starts a pattern.
+fn escape_percent(path: &std::path::Path) -> String {
+    path.display().to_string().replace('%', "%%")
+}
+
+/// Submits `job` (one batch job, or a job array with one task per requested task) and waits for
+/// it to end. `Err` when it could not be submitted at all (no Slurm, options refused): submitting
+/// it again would not help.
+pub(crate) async fn run_job(opts: &SlurmOptions, job: &JobRequest<'_>) -> Result<JobEnded, String> {
     std::fs::create_dir_all(&opts.logs)
         .map_err(|e| format!("creating the log folder {}: {e}", opts.logs.display()))?;
     let mut command = vec![
@@ -80,20 +140,42 @@ pub async fn run_job(
         "exec".into(),
         shell_quote(&opts.workflow),
         "--stage".into(),
-        shell_quote(stage),
+        shell_quote(job.stage),
         "--store".into(),
         shell_quote(&opts.store),
+        "--fingerprint".into(),
+        shell_quote(job.fingerprint),
+        "--task".into(),
     ];
+    command.push(if job.array {
+        "\"$SLURM_ARRAY_TASK_ID\"".into()
+    } else {
+        "0".into()
+    });
+    if job.resources.cpus != u32::MAX {
+        command.extend(["--cpus".into(), job.resources.cpus.max(1).to_string()]);
+    }
     if let Some(p) = &opts.preset {
         command.extend(["--preset".into(), shell_quote(p)]);
     }
-    let log_pattern = opts.logs.join(format!("{stage}-%j.log"));
-    let mut child = tokio::process::Command::new("sbatch")
+    let logs = escape_percent(&opts.logs);
+    let mut sbatch = tokio::process::Command::new("sbatch");
+    sbatch
         .args(["--parsable", "--wait", "--job-name"])
-        .arg(format!("dinoflow-{stage}"))
-        .arg("--output")
-        .arg(&log_pattern)
-        .args(resource_args(resources))
+        .arg(format!("dinoflow-{}", job.stage));
+    if job.array {
+        let list: Vec<String> = job.tasks.iter().map(usize::to_string).collect();
+        sbatch
+            .arg(format!("--array={}", list.join(",")))
+            .arg("--output")
+            .arg(format!("{logs}/{}-%A_%a.log", job.stage));
+    } else {
+        sbatch
+            .arg("--output")
+            .arg(format!("{logs}/{}-%j.log", job.stage));
+    }
+    let mut child = sbatch
+        .args(resource_args(job.resources))
         .args(&opts.extra_args)
         .arg("--wrap")
         .arg(command.join(" "))
@@ -108,7 +190,7 @@ pub async fn run_job(
         .next_line()
         .await
         .map_err(|e| format!("reading sbatch's output: {e}"))?;
-    let Some(id) = first.and_then(|l| l.split(';').next().map(str::to_string)) else {
+    let Some(id) = first.and_then(|l| l.split(';').next().map(|id| id.trim().to_string())) else {
         let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
         return Err(format!(
             "sbatch refused the job: {}",
@@ -121,18 +203,20 @@ pub async fn run_job(
         .await
         .map_err(|e| format!("waiting for job {id}: {e}"))?;
     guard.finished();
-    let log = PathBuf::from(log_pattern.display().to_string().replace("%j", id.trim()));
-    if status.success() {
-        return Ok(log);
-    }
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(5).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(format!(
-        "Slurm job {id} ended with {status} (log {}): {}",
-        log.display(),
-        tail.join(" | ")
-    ))
+    let logs = if job.array {
+        job.tasks
+            .iter()
+            .map(|t| opts.logs.join(format!("{}-{id}_{t}.log", job.stage)))
+            .collect()
+    } else {
+        vec![opts.logs.join(format!("{}-{id}.log", job.stage))]
+    };
+    Ok(JobEnded {
+        id,
+        status,
+        logs,
+        tasks: job.tasks.to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +245,20 @@ mod tests {
         assert_eq!(
             resource_args(r),
             ["--cpus-per-task=1", "--mem=1M", "--gres=gpu:2"]
+        );
+        let every_core = Resources {
+            cpus: u32::MAX,
+            gpus: 0,
+            memory_gb: 2.0,
+        };
+        assert_eq!(resource_args(every_core), ["--exclusive", "--mem=2048M"]);
+    }
+
+    #[test]
+    fn percent_signs_in_log_folders_are_not_patterns() {
+        assert_eq!(
+            escape_percent(std::path::Path::new("/runs/100%/logs")),
+            "/runs/100%%/logs"
         );
     }
 }

@@ -96,6 +96,15 @@ pub struct Resources {
     pub memory_gb: f64,
 }
 
+impl Resources {
+    /// Nothing: what a stage run by another scheduler (Slurm) takes from this machine.
+    pub const NONE: Resources = Resources {
+        cpus: 0,
+        gpus: 0,
+        memory_gb: 0.0,
+    };
+}
+
 impl Default for Resources {
     fn default() -> Self {
         Self {
@@ -143,6 +152,18 @@ pub trait Stage: Send + Sync + 'static {
     /// Default resources for this config; the workflow's `resources:` overrides them.
     fn resources(&self, _config: &Self::Config) -> Resources {
         Resources::default()
+    }
+    /// The dataset input this stage maps over row by row, if any: every output row depends on one
+    /// row of that input (and on the other inputs, whole). The engine then runs the stage as one
+    /// task per shard of that input, in this process or as a Slurm job array, and concatenates
+    /// the tasks' outputs in shard order; numeric metrics are summed.
+    fn shards_by(&self) -> Option<&'static str> {
+        None
+    }
+    /// The metrics of a run split into tasks, from each task's metrics in task order. The
+    /// default is [`sum_task_metrics`].
+    fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value {
+        sum_task_metrics(tasks)
     }
     /// Digests of everything outside the store that the outputs depend on.
     async fn extra_inputs(&self, _config: &Self::Config) -> Result<Vec<ExtraInput>, StageError> {
@@ -194,6 +215,10 @@ pub trait DynStage: Send + Sync {
     fn parse_config(&self, value: &serde_json::Value) -> Result<ParsedConfig, ConfigError>;
     /// See [`Stage::resources`].
     fn resources(&self, config: &ParsedConfig) -> Resources;
+    /// See [`Stage::shards_by`].
+    fn shards_by(&self) -> Option<&'static str>;
+    /// See [`Stage::merge_metrics`].
+    fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value;
     /// See [`Stage::extra_inputs`].
     async fn extra_inputs(&self, config: &ParsedConfig) -> Result<Vec<ExtraInput>, StageError>;
     /// See [`Stage::run`].
@@ -253,12 +278,52 @@ impl<S: Stage> DynStage for S {
     fn resources(&self, config: &ParsedConfig) -> Resources {
         Stage::resources(self, typed::<S>(config))
     }
+    fn shards_by(&self) -> Option<&'static str> {
+        Stage::shards_by(self)
+    }
+    fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value {
+        Stage::merge_metrics(self, tasks)
+    }
     async fn extra_inputs(&self, config: &ParsedConfig) -> Result<Vec<ExtraInput>, StageError> {
         Stage::extra_inputs(self, typed::<S>(config)).await
     }
     async fn run(&self, config: &ParsedConfig, ctx: &StageContext) -> Result<(), StageError> {
         Stage::run(self, typed::<S>(config), ctx).await
     }
+}
+
+/// The metrics of a run split into tasks as counts: integer metrics reported by every task are
+/// summed, other values kept where every task reported the same, the rest (rates and timings of
+/// single tasks) left out.
+pub fn sum_task_metrics(tasks: &[serde_json::Value]) -> serde_json::Value {
+    let tasks: Vec<&serde_json::Map<String, serde_json::Value>> =
+        tasks.iter().filter_map(|t| t.as_object()).collect();
+    let Some(first) = tasks.first() else {
+        return serde_json::Value::Null;
+    };
+    let mut merged = serde_json::Map::new();
+    for key in first.keys() {
+        let values: Vec<&serde_json::Value> = tasks.iter().filter_map(|t| t.get(key)).collect();
+        if values.len() != tasks.len() {
+            continue;
+        }
+        if let Some(counts) = values
+            .iter()
+            .map(|v| v.as_u64())
+            .collect::<Option<Vec<u64>>>()
+        {
+            merged.insert(key.clone(), counts.iter().sum::<u64>().into());
+        } else if values.iter().all(|v| *v == values[0]) {
+            merged.insert(key.clone(), values[0].clone());
+        }
+    }
+    serde_json::Value::Object(merged)
+}
+
+/// The folder inside the object folder where task `task` of a stage run split into tasks writes
+/// its datasets; its task manifest is this name plus `.json`.
+pub fn task_folder(task: usize) -> String {
+    format!("tasks/{task:05}")
 }
 
 /// A committed upstream output connected to one input port.
@@ -291,6 +356,9 @@ pub struct StageContext {
     pub cpus: usize,
     /// Bounds on output shards.
     pub shard_limits: ShardLimits,
+    /// The task this context runs when the stage runs as tasks (see [`Stage::shards_by`]): its
+    /// datasets go under `tasks/NNNNN/`.
+    pub task: Option<usize>,
     inputs: BTreeMap<String, InputRef>,
     outputs: Mutex<BTreeMap<String, OutputManifest>>,
     metrics: Mutex<serde_json::Map<String, serde_json::Value>>,
@@ -313,6 +381,7 @@ impl StageContext {
             store,
             cpus: cpus.max(1),
             shard_limits: ShardLimits::default(),
+            task: None,
             inputs,
             outputs: Mutex::default(),
             metrics: Mutex::default(),
@@ -386,13 +455,17 @@ impl StageContext {
 
     /// Starts writing the dataset for output `port`; hand the finished writer to [`Self::finish_dataset`].
     pub fn dataset_writer(&self, port: &str, schema: SchemaRef) -> DatasetWriter {
-        DatasetWriter::new(
+        let writer = DatasetWriter::new(
             self.store.clone(),
             &self.fingerprint,
             port,
             schema,
             self.shard_limits,
-        )
+        );
+        match self.task {
+            Some(task) => writer.in_folder(&format!("{}/", task_folder(task))),
+            None => writer,
+        }
     }
 
     /// Uploads the last shard of `writer` and records the dataset as output `port`.
@@ -433,5 +506,22 @@ impl StageContext {
     /// A progress bar for this stage counting `unit`s (`images`, `rows`).
     pub fn progress(&self, total: Option<u64>, unit: &str) -> Box<dyn ProgressBar> {
         self.progress.bar(&self.stage, total, unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_metrics_sum_counts_and_leave_out_what_does_not_add_up() {
+        let a = json!({"rows": 10, "kept": 7, "model": "vit", "rows_per_s": 1.5, "only_a": 1});
+        let b = json!({"rows": 5, "kept": 0, "model": "vit", "rows_per_s": 2.5});
+        assert_eq!(
+            sum_task_metrics(&[a, b]),
+            json!({"rows": 15, "kept": 7, "model": "vit"})
+        );
+        assert_eq!(sum_task_metrics(&[]), serde_json::Value::Null);
     }
 }

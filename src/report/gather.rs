@@ -353,7 +353,7 @@ async fn duplicate_section(
                 .chain(members.iter().take(MEMBERS_SHOWN).map(|(id, _)| id.clone()))
         })
         .collect();
-    let found = thumbs::find(image_sets, &wanted).await?;
+    let found = thumbs::find(image_sets, &wanted).await;
     let shown = |id: &str, similarity: Option<f32>| Shown {
         id: id.to_string(),
         thumb: found.get(id).cloned(),
@@ -423,7 +423,7 @@ async fn retrieval_section(
             std::iter::once(query.clone()).chain(hits.iter().map(|(id, _)| id.clone()))
         })
         .collect();
-    let found = thumbs::find(image_sets, &wanted).await?;
+    let found = thumbs::find(image_sets, &wanted).await;
     Ok(RetrievalSection {
         stage: stage.to_string(),
         rows: d.rows(),

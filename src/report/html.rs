@@ -233,7 +233,7 @@ fn figure(shown: &Shown, caption: &str) -> Markup {
     html! {
         figure title=(format!("{}\n{}", shown.thumb.as_ref().map_or("", |t| t.source.as_str()), shown.id)) {
             @match &shown.thumb {
-                Some(t) => img src=(t.uri) alt=(format!("image {}", &shown.id[..shown.id.len().min(12)]));,
+                Some(t) => img src=(t.uri) alt=(format!("image {}", shown.id.chars().take(12).collect::<String>()));,
                 None => div class="missing" { "not in store" },
             }
             figcaption { (caption) }
@@ -326,12 +326,19 @@ fn evaluation(stage: &str, report: &dinoflow_eval::Report) -> Markup {
     }
 }
 
+/// The command that runs the workflow again, quoted for a POSIX shell.
 fn reproduce_command(data: &RunData) -> String {
-    let mut cmd = format!("dinoflow run {} --store {}", data.run.file, data.run.store);
+    let mut words = vec![
+        "dinoflow",
+        "run",
+        &data.run.file,
+        "--store",
+        &data.run.store,
+    ];
     if let Some(p) = &data.run.preset {
-        cmd.push_str(&format!(" --preset {p}"));
+        words.extend(["--preset", p]);
     }
-    cmd
+    shlex::try_join(words).unwrap_or_else(|_| "(the workflow path holds a NUL byte)".to_string())
 }
 
 #[cfg(test)]

@@ -35,34 +35,41 @@ pub struct ImageDataset {
 }
 
 /// The thumbnails of the `wanted` ids, read from `datasets` in order until every id is found.
-/// Ids found in none of them are missing from the result.
-pub async fn find(
-    datasets: &[ImageDataset],
-    wanted: &BTreeSet<String>,
-) -> Result<HashMap<String, Thumb>> {
+/// Ids found in none of them are missing from the result (the page says so in their place): a
+/// dataset that cannot be read, or an image whose pixels do not make a picture, costs its
+/// thumbnails and a warning naming it, not the report.
+pub async fn find(datasets: &[ImageDataset], wanted: &BTreeSet<String>) -> HashMap<String, Thumb> {
     let mut found: HashMap<String, Thumb> = HashMap::new();
     for d in datasets {
         if found.len() == wanted.len() {
             break;
         }
-        let mut batches = std::pin::pin!(d.dataset.batches(4096));
-        while let Some(batch) = batches
-            .try_next()
-            .await
-            .with_context(|| format!("reading {}", d.name))?
-        {
-            collect(&batch, wanted, &mut found).with_context(|| format!("reading {}", d.name))?;
-            if found.len() == wanted.len() {
-                break;
-            }
+        if let Err(e) = find_in(d, wanted, &mut found).await {
+            tracing::warn!("no thumbnails from {}: {e:#}", d.name);
         }
     }
-    Ok(found)
+    found
+}
+
+async fn find_in(
+    d: &ImageDataset,
+    wanted: &BTreeSet<String>,
+    found: &mut HashMap<String, Thumb>,
+) -> Result<()> {
+    let mut batches = std::pin::pin!(d.dataset.batches(4096));
+    while let Some(batch) = batches.try_next().await? {
+        collect(&batch, &d.name, wanted, found)?;
+        if found.len() == wanted.len() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Adds the thumbnails of the wanted rows of `batch` that are not found yet.
 fn collect(
     batch: &RecordBatch,
+    dataset: &str,
     wanted: &BTreeSet<String>,
     found: &mut HashMap<String, Thumb>,
 ) -> Result<()> {
@@ -95,13 +102,18 @@ fn collect(
         if !wanted.contains(id) || found.contains_key(id) || pixels.is_null(row) {
             continue;
         }
-        let uri = png_data_uri(
+        let uri = match png_data_uri(
             pixels.value(row),
             widths.value(row),
             heights.value(row),
             channels.value(row),
-        )
-        .with_context(|| format!("image {id}"))?;
+        ) {
+            Ok(uri) => uri,
+            Err(e) => {
+                tracing::warn!("no thumbnail for image {id} of {dataset}: {e:#}");
+                continue;
+            }
+        };
         found.insert(
             id.to_string(),
             Thumb {

@@ -44,11 +44,12 @@ fn writer_properties(limits: &ShardLimits) -> WriterProperties {
         .build()
 }
 
-/// Writes one dataset output as `objects/<fingerprint>/<port>/part-NNNNN.parquet`, one shard in
-/// memory at a time.
+/// Writes one dataset output as `objects/<fingerprint>/<folder><port>/part-NNNNN.parquet`, one
+/// shard in memory at a time (`folder` is empty unless set with [`DatasetWriter::in_folder`]).
 pub struct DatasetWriter {
     store: Store,
     fingerprint: String,
+    folder: String,
     port: String,
     schema: SchemaRef,
     limits: ShardLimits,
@@ -69,6 +70,7 @@ impl DatasetWriter {
         Self {
             store,
             fingerprint: fingerprint.to_string(),
+            folder: String::new(),
             port: port.to_string(),
             schema,
             limits,
@@ -81,6 +83,13 @@ impl DatasetWriter {
     /// Replaces the shard bounds (before the first write).
     pub fn with_limits(mut self, limits: ShardLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Puts the shards under `folder` (ending in `/`) inside the object folder, e.g. one task's
+    /// `tasks/00003/` of a stage run split into tasks.
+    pub fn in_folder(mut self, folder: &str) -> Self {
+        self.folder = folder.to_string();
         self
     }
 
@@ -151,7 +160,12 @@ impl DatasetWriter {
             return Ok(());
         };
         let data = writer.into_inner().map_err(|e| self.parquet_err(e))?;
-        let path = format!("{}/part-{:05}.parquet", self.port, self.files.len());
+        let path = format!(
+            "{}{}/part-{:05}.parquet",
+            self.folder,
+            self.port,
+            self.files.len()
+        );
         let rows = std::mem::take(&mut self.current_rows) as u64;
         let entry = self
             .store

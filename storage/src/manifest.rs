@@ -193,7 +193,7 @@ impl Store {
     }
 
     /// The first file `manifest` lists that is not in the store at its listed size, if any.
-    async fn files_miss(&self, manifest: &Manifest) -> Result<Option<Miss>> {
+    pub async fn files_miss(&self, manifest: &Manifest) -> Result<Option<Miss>> {
         let dir = object_dir(&manifest.fingerprint);
         let listed: BTreeMap<String, u64> = self
             .list(&dir)
@@ -224,7 +224,9 @@ impl Store {
     /// `None` when all match, else what is wrong.
     pub async fn verify_content(&self, manifest: &Manifest) -> Result<Option<String>> {
         if let Some(miss) = self.files_miss(manifest).await? {
-            return Ok(Some(miss.to_string()));
+            return Ok(Some(format!(
+                "{miss}; `dinoflow gc` removes this output and the next run writes it again"
+            )));
         }
         let dir = object_dir(&manifest.fingerprint);
         for out in manifest.outputs.values() {

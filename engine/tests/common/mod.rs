@@ -209,6 +209,65 @@ impl Stage for Square {
 }
 
 // ---------------------------------------------------------------------------------------------
+// shard-square: square as a stage that maps over the shards of its input.
+
+/// `shard-square`: squares every input value, one task per input shard; fails a task holding
+/// `stop_at` while the file `stop_file` exists (a failure from outside the workflow, so that a
+/// second run with the same fingerprint can succeed).
+pub struct ShardSquare {
+    pub runs: Runs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSquareConfig {
+    /// A file whose presence fails the task holding `stop_at`.
+    #[serde(default)]
+    pub stop_file: Option<String>,
+    /// The value whose task fails while `stop_file` exists.
+    #[serde(default)]
+    pub stop_at: i64,
+}
+
+#[async_trait]
+impl Stage for ShardSquare {
+    type Config = ShardSquareConfig;
+    fn kind(&self) -> &'static str {
+        "shard-square"
+    }
+    fn version(&self) -> Version {
+        Version::new(1, 0, 0)
+    }
+    fn description(&self) -> &'static str {
+        "squares each number, shard by shard"
+    }
+    fn inputs(&self) -> Vec<Port> {
+        vec![Port::new("rows", NUMBERS, "numbers to square")]
+    }
+    fn outputs(&self) -> Vec<Port> {
+        vec![Port::new("rows", NUMBERS, "the squares")]
+    }
+    fn shards_by(&self) -> Option<&'static str> {
+        Some("rows")
+    }
+    async fn run(&self, config: &ShardSquareConfig, ctx: &StageContext) -> Result<(), StageError> {
+        self.runs.record(&ctx.stage);
+        let values = input_values(ctx, "rows").await?;
+        if let Some(stop) = &config.stop_file
+            && Path::new(stop).exists()
+            && values.contains(&config.stop_at)
+        {
+            return Err(StageError::failed(std::io::Error::other(format!(
+                "stopped at {}",
+                config.stop_at
+            ))));
+        }
+        let squares: Vec<i64> = values.iter().map(|v| v * v).collect();
+        write_numbers(ctx, "rows", &squares, None).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // sum: rows (+ optional more) → one row with the total.
 
 /// `sum`: one row holding the sum of `rows` and, when connected, `more`.
@@ -496,6 +555,7 @@ pub fn registry(runs: &Runs) -> Registry {
         runs: runs.clone(),
     })
     .register(Square { runs: runs.clone() })
+    .register(ShardSquare { runs: runs.clone() })
     .register(Sum { runs: runs.clone() })
     .register(Gather { runs: runs.clone() })
     .register(Blob { runs: runs.clone() })

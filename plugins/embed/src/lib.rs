@@ -76,7 +76,18 @@ impl Stage for Embed {
         "embed"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        // 1.1.0: one task per input shard, outputs under tasks/NNNNN/.
+        semver::Version::new(1, 1, 0)
+    }
+    fn shards_by(&self) -> Option<&'static str> {
+        Some("images")
+    }
+    fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value {
+        let mut merged = dinoflow_engine::sum_task_metrics(tasks);
+        if let (Some(m), Some(dim)) = (merged.as_object_mut(), tasks.first().map(|t| &t["dim"])) {
+            m.insert("dim".into(), dim.clone());
+        }
+        merged
     }
     fn description(&self) -> &'static str {
         "one vector per image: the built-in copy-detection descriptor or a ViT (preset + safetensors, \

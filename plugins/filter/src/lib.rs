@@ -86,7 +86,11 @@ impl Stage for FilterStage {
         "filter"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        // 1.1.0: one task per input shard, outputs under tasks/NNNNN/.
+        semver::Version::new(1, 1, 0)
+    }
+    fn shards_by(&self) -> Option<&'static str> {
+        Some("images")
     }
     fn description(&self) -> &'static str {
         "runs a chain of WebAssembly filter plugins; rows go to `kept` or to `dropped` with the reason"
