@@ -9,20 +9,21 @@ use common::{dinoflow, json, output_digests, run, write_workflow};
 
 const WORKFLOW: &str = "name: kill-test\nstages:\n  photos:\n    kind: ingest\n    with:\n      source:\n        folder:\n          path: data/photos\n      max_side: 224\n      batch_size: 2\n      shard_rows: 2\n";
 
+/// Whether `dir` or a folder below it holds a Parquet file.
+fn holds_parquet(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_string_lossy().ends_with(".parquet") || holds_parquet(&e.path())
+        })
+    })
+}
+
 fn shards_without_manifest(store: &Path) -> bool {
     let Ok(dirs) = std::fs::read_dir(store.join("objects")) else {
         return false;
     };
-    dirs.flatten().any(|d| {
-        !d.path().join("manifest.json").exists()
-            && std::fs::read_dir(d.path().join("images"))
-                .map(|mut f| {
-                    f.any(|e| {
-                        e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
-                    })
-                })
-                .unwrap_or(false)
-    })
+    dirs.flatten()
+        .any(|d| !d.path().join("manifest.json").exists() && holds_parquet(&d.path()))
 }
 
 /// Starts `dinoflow --json run WF --store STORE` in the background.

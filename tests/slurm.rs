@@ -101,7 +101,7 @@ impl Drop for Cluster {
 }
 
 /// Photos → WebAssembly filter → embed → dedup, the curation part of the full workflow: 40 photos
-/// in 5 shards, so that the filter and embed run as 5 tasks each.
+/// in 5 shards, so that ingest, the filter and embed run as 5 tasks each.
 fn workflow(dir: &Path) -> String {
     workflow_with_filter(dir, "blank.wasm, params: {min_std: 5}")
 }
@@ -211,8 +211,8 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
         "{report}"
     );
     assert_eq!(digests(&store, &report), digests(&local_store, &local));
-    // One log per job or array task: the filter and embed ran as 5 tasks, and the cancelled
-    // task of `vectors` ran again.
+    // One log per job or array task: ingest, the filter and embed ran as 5 tasks each, and the
+    // cancelled task of `vectors` ran again.
     let logs = job_logs(&store);
     let count = |stage: &str| {
         logs.iter()
@@ -226,7 +226,7 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
             count("vectors"),
             count("unique")
         ),
-        (1, 5, 6, 1),
+        (5, 5, 6, 1),
         "{logs:?}"
     );
     let cancelled: Vec<&String> = logs

@@ -1,6 +1,6 @@
 //! One stage run: in this process, or as Slurm jobs. A stage that maps over the shards of one
-//! input ([`crate::Stage::shards_by`]) runs as one task per shard, and both executors split it the
-//! same way, so their outputs are the same files: each task writes under `tasks/NNNNN/` and
+//! input ([`crate::Stage::shards_by`]) runs as one task per shard, one that splits itself
+//! ([`crate::Stage::task_count`]) as that many tasks, and both executors split it the same way, so their outputs are the same files: each task writes under `tasks/NNNNN/` and
 //! records a task manifest (`tasks/NNNNN.json`); when every task has one, the outputs are
 //! concatenated in task order and committed manifest-last. A stage run on Slurm that does not
 //! shard is one task writing the usual layout.
@@ -59,37 +59,44 @@ pub(crate) struct StageJob {
 }
 
 impl StageJob {
-    /// The inputs of each task: one per shard of the input the stage maps over, or `None` when
-    /// the stage does not shard.
-    fn task_inputs(&self) -> Option<Vec<BTreeMap<String, InputRef>>> {
-        let port = self.node.stage.shards_by()?;
-        let sharded = self.inputs.get(port)?;
-        let schema = sharded.output.schema.clone()?;
-        if sharded.output.files.len() < 2 {
-            return Some(vec![self.inputs.clone()]);
+    /// The inputs of each task: one task per shard of the input the stage maps over, or as many
+    /// as the stage splits itself into (each with every input); `None` when the stage runs whole.
+    async fn tasks(&self) -> Result<Option<Vec<BTreeMap<String, InputRef>>>, String> {
+        if let Some(port) = self.node.stage.shards_by() {
+            let Some(sharded) = self.inputs.get(port) else {
+                return Ok(None);
+            };
+            let Some(schema) = sharded.output.schema.clone() else {
+                return Ok(None);
+            };
+            if sharded.output.files.len() < 2 {
+                return Ok(Some(vec![self.inputs.clone()]));
+            }
+            let tasks = sharded
+                .output
+                .files
+                .iter()
+                .map(|file| {
+                    let mut inputs = self.inputs.clone();
+                    inputs.insert(
+                        port.to_string(),
+                        InputRef {
+                            fingerprint: sharded.fingerprint.clone(),
+                            output: OutputManifest::dataset(schema.clone(), vec![file.clone()]),
+                        },
+                    );
+                    inputs
+                })
+                .collect();
+            return Ok(Some(tasks));
         }
-        let tasks = sharded
-            .output
-            .files
-            .iter()
-            .map(|file| {
-                let mut inputs = self.inputs.clone();
-                inputs.insert(
-                    port.to_string(),
-                    InputRef {
-                        fingerprint: sharded.fingerprint.clone(),
-                        output: OutputManifest::dataset(schema.clone(), vec![file.clone()]),
-                    },
-                );
-                inputs
-            })
-            .collect();
-        Some(tasks)
-    }
-
-    /// How many tasks the stage runs as on Slurm: one per shard, or one for the whole stage.
-    pub(crate) fn task_count(&self) -> usize {
-        self.task_inputs().map_or(1, |t| t.len())
+        let count = self
+            .node
+            .stage
+            .task_count(&self.node.config)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(count.map(|n| vec![self.inputs.clone(); n.max(1)]))
     }
 
     fn context(&self, inputs: BTreeMap<String, InputRef>, task: Option<usize>) -> StageContext {
@@ -242,7 +249,7 @@ impl StageJob {
         {
             return Ok((m, true, serde_json::Value::Null));
         }
-        let Some(task_inputs) = self.task_inputs() else {
+        let Some(task_inputs) = self.tasks().await? else {
             // Files left by a run that crashed before its commit.
             self.store
                 .delete_prefix(&object_dir(&self.fingerprint))
@@ -282,7 +289,7 @@ impl StageJob {
         if self.finished_task(task).await?.is_some() {
             return Ok(());
         }
-        let inputs = match self.task_inputs() {
+        let inputs = match self.tasks().await? {
             Some(mut all) if task < all.len() => Some(all.swap_remove(task)),
             Some(all) => {
                 return Err(format!(
@@ -324,8 +331,9 @@ impl StageJob {
         {
             return Ok((m, true, serde_json::Value::Null));
         }
-        let count = self.task_count();
-        let array = self.task_inputs().is_some();
+        let tasks = self.tasks().await?;
+        let count = tasks.as_ref().map_or(1, Vec::len);
+        let array = tasks.is_some();
         let mut logs = Vec::new();
         let mut last_error = String::new();
         for attempt in 1..=opts.attempts.max(1) {

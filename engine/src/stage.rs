@@ -160,6 +160,13 @@ pub trait Stage: Send + Sync + 'static {
     fn shards_by(&self) -> Option<&'static str> {
         None
     }
+    /// For a stage that splits its work by itself rather than by an input's shards (`ingest`
+    /// splits its source listing): the number of tasks this config splits into; each task reads
+    /// [`StageContext::task`] and does its part. `None`, the default: the stage runs whole. Tasks
+    /// run and merge as for [`Stage::shards_by`].
+    async fn task_count(&self, _config: &Self::Config) -> Result<Option<usize>, StageError> {
+        Ok(None)
+    }
     /// The metrics of a run split into tasks, from each task's metrics in task order. The
     /// default is [`sum_task_metrics`].
     fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value {
@@ -217,6 +224,8 @@ pub trait DynStage: Send + Sync {
     fn resources(&self, config: &ParsedConfig) -> Resources;
     /// See [`Stage::shards_by`].
     fn shards_by(&self) -> Option<&'static str>;
+    /// See [`Stage::task_count`].
+    async fn task_count(&self, config: &ParsedConfig) -> Result<Option<usize>, StageError>;
     /// See [`Stage::merge_metrics`].
     fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value;
     /// See [`Stage::extra_inputs`].
@@ -280,6 +289,9 @@ impl<S: Stage> DynStage for S {
     }
     fn shards_by(&self) -> Option<&'static str> {
         Stage::shards_by(self)
+    }
+    async fn task_count(&self, config: &ParsedConfig) -> Result<Option<usize>, StageError> {
+        Stage::task_count(self, typed::<S>(config)).await
     }
     fn merge_metrics(&self, tasks: &[serde_json::Value]) -> serde_json::Value {
         Stage::merge_metrics(self, tasks)
@@ -356,8 +368,8 @@ pub struct StageContext {
     pub cpus: usize,
     /// Bounds on output shards.
     pub shard_limits: ShardLimits,
-    /// The task this context runs when the stage runs as tasks (see [`Stage::shards_by`]): its
-    /// datasets go under `tasks/NNNNN/`.
+    /// The task this context runs when the stage runs as tasks (see [`Stage::shards_by`] and
+    /// [`Stage::task_count`]): its datasets go under `tasks/NNNNN/`.
     pub task: Option<usize>,
     inputs: BTreeMap<String, InputRef>,
     outputs: Mutex<BTreeMap<String, OutputManifest>>,

@@ -64,7 +64,8 @@ impl Stage for Ingest {
         "ingest"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        // 1.1.0: folder and IDX sources run as one task per `shard_rows` source images.
+        semver::Version::new(1, 1, 0)
     }
     fn description(&self) -> &'static str {
         "reads images (folder, IDX, Parquet) into the images dataset; unusable files go to `errors`"
@@ -129,8 +130,42 @@ impl Stage for Ingest {
         }])
     }
 
+    /// Folder and IDX sources split into one task per `shard_rows` source images (after `limit`),
+    /// each writing at most one shard per output; Parquet sources run whole.
+    async fn task_count(&self, config: &IngestConfig) -> Result<Option<usize>, StageError> {
+        let images = match &config.source {
+            Source::Folder { path, glob, labels } => {
+                sources::list_folder(path, glob.as_deref(), *labels)
+                    .await
+                    .map_err(stage_err)?
+                    .files
+                    .len()
+            }
+            Source::Idx { images, .. } => {
+                let data = sources::read_file(images).await.map_err(stage_err)?;
+                let idx = parse_idx(&data).map_err(|reason| {
+                    stage_err(IngestError::Source {
+                        source_url: images.clone(),
+                        reason,
+                    })
+                })?;
+                idx.dims.first().copied().unwrap_or(0)
+            }
+            Source::Parquet { .. } => return Ok(None),
+        };
+        let limit = usize::try_from(config.limit.unwrap_or(u64::MAX)).unwrap_or(usize::MAX);
+        Ok(Some(
+            images.min(limit).div_ceil(config.shard_rows.max(1)).max(1),
+        ))
+    }
+
     async fn run(&self, config: &IngestConfig, ctx: &StageContext) -> Result<(), StageError> {
         let started = Instant::now();
+        let part = Part {
+            task: ctx.task,
+            images: config.shard_rows.max(1),
+            limit: usize::try_from(config.limit.unwrap_or(u64::MAX)).unwrap_or(usize::MAX),
+        };
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(ctx.cpus)
@@ -160,7 +195,7 @@ impl Stage for Ingest {
                 ingest_idx(
                     images,
                     labels.as_deref(),
-                    limit,
+                    part,
                     batch,
                     opts,
                     &pool,
@@ -172,20 +207,20 @@ impl Stage for Ingest {
                 let listing = sources::list_folder(path, glob.as_deref(), *labels)
                     .await
                     .map_err(stage_err)?;
-                let unreadable = listing
-                    .unreadable
-                    .iter()
-                    .map(|(source, reason)| Err((source.clone(), 0, reason.clone())))
-                    .collect();
-                out.push(unreadable).await?;
-                let n = listing
-                    .files
-                    .len()
-                    .min(usize::try_from(limit).unwrap_or(usize::MAX));
-                out.bar.set_total(n as u64);
-                for start in (0..n).step_by(batch) {
+                // Entries that cannot be read are the first task's errors.
+                if ctx.task.unwrap_or(0) == 0 {
+                    let unreadable = listing
+                        .unreadable
+                        .iter()
+                        .map(|(source, reason)| Err((source.clone(), 0, reason.clone())))
+                        .collect();
+                    out.push(unreadable).await?;
+                }
+                let range = part.of(listing.files.len());
+                out.bar.set_total(range.len() as u64);
+                for start in range.clone().step_by(batch) {
                     let items = listing
-                        .fetch(start..(start + batch).min(n))
+                        .fetch(start..(start + batch).min(range.end))
                         .await
                         .map_err(stage_err)?;
                     let decoded = decode_all(&pool, items, opts).await?;
@@ -238,6 +273,31 @@ impl Stage for Ingest {
         ctx.metric("images_per_s", images as f64 / secs.max(1e-9));
         tracing::info!(stage = %ctx.stage, images, errors = failed, "ingest done in {secs:.2}s");
         Ok(())
+    }
+}
+
+/// Which source images a task ingests.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    /// The task, when the stage runs as tasks.
+    task: Option<usize>,
+    /// Source images per task.
+    images: usize,
+    /// Source images ingested at most (`limit`).
+    limit: usize,
+}
+
+impl Part {
+    /// This task's images of a source of `n` images.
+    fn of(self, n: usize) -> std::ops::Range<usize> {
+        let n = n.min(self.limit);
+        match self.task {
+            Some(task) => {
+                task.saturating_mul(self.images).min(n)
+                    ..(task + 1).saturating_mul(self.images).min(n)
+            }
+            None => 0..n,
+        }
     }
 }
 
@@ -307,7 +367,7 @@ async fn decode_all(
 async fn ingest_idx(
     images_url: &str,
     labels_url: Option<&str>,
-    limit: u64,
+    part: Part,
     batch: usize,
     opts: DecodeOptions,
     pool: &Arc<rayon::ThreadPool>,
@@ -346,12 +406,12 @@ async fn ingest_idx(
     };
     let images = Arc::new(images);
     let labels = Arc::new(labels);
-    let count = n.min(usize::try_from(limit).unwrap_or(usize::MAX));
-    out.bar.set_total(count as u64);
+    let range = part.of(n);
+    out.bar.set_total(range.len() as u64);
     let (w, h) = (w as u32, h as u32);
     let url = images_url.to_string();
-    for start in (0..count).step_by(batch) {
-        let end = (start + batch).min(count);
+    for start in range.clone().step_by(batch) {
+        let end = (start + batch).min(range.end);
         let (images, labels, pool, url) = (
             Arc::clone(&images),
             Arc::clone(&labels),
