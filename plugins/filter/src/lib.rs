@@ -326,7 +326,7 @@ fn run_chain(
         } else {
             arrow_select::take::take_record_batch(part, &UInt32Array::from(alive.clone()))?
         };
-        let codes = inst.filter(&to_wit_batch(&sub, plugin.info().info.needs_pixels), index)?;
+        let codes = inst.filter(&to_wit_batch(&sub, plugin.info().info.reads), index)?;
         alive = alive
             .into_iter()
             .zip(codes)

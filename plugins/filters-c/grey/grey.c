@@ -128,7 +128,8 @@ void exports_filter_describe(filter_info_t *ret) {
     ret->reasons.ptr[1].code = CODE_GREY;
     ret->reasons.ptr[1].text = str("grey image where only colour is kept");
 
-    ret->needs_pixels = false;
+    /* Only the channel counts: every other column arrives empty. */
+    ret->reads = DINOFLOW_FILTER_TYPES_COLUMNS_CHANNELS;
 }
 
 bool exports_filter_configure(filter_list_param_t *params, filter_string_t *err) {
@@ -160,11 +161,12 @@ bool exports_filter_configure(filter_list_param_t *params, filter_string_t *err)
     return true;
 }
 
-void exports_filter_filter(filter_batch_t *rows, filter_list_u8_t *ret) {
-    size_t n = rows->widths.len;
-    const uint8_t *channels = rows->channels.ptr;
-    /* Every column has one entry per row; a short one is the host's bug: trap, as Rust panics. */
-    if (rows->channels.len != n) abort();
+void exports_filter_filter(filter_batch_t *batch, filter_list_u8_t *ret) {
+    size_t n = batch->rows;
+    const uint8_t *channels = batch->channels.ptr;
+    /* A column we read has one entry per row; a short one is the host's bug: trap, as Rust
+     * panics. */
+    if (batch->channels.len != n) abort();
     uint8_t *out = n ? xmalloc(n) : NULL; /* post-return frees it when n > 0 */
     switch (keep) {
     case KEEP_ANY:
@@ -177,7 +179,7 @@ void exports_filter_filter(filter_batch_t *rows, filter_list_u8_t *ret) {
         for (size_t i = 0; i < n; i++) out[i] = channels[i] == 1 ? CODE_GREY : 0;
         break;
     }
-    filter_batch_free(rows);
+    filter_batch_free(batch);
     ret->ptr = out;
     ret->len = n;
 }

@@ -1,6 +1,9 @@
 //! Filter throughput through wasm (copy in, filter, copy out) against the same logic compiled
 //! natively (`dinoflow-filter-logic`), single-threaded, on the same rows. Run by `make bench`:
 //! `cargo bench -p dinoflow-wasm --bench filters`. Prints a table and writes bench/out/filters.json.
+//! `cargo bench -p dinoflow-wasm --bench filters -- blank format` runs only the filters named (and
+//! writes no JSON). The host copies into the plugin only the columns its `describe()` declares;
+//! the batches here hold every column, as the filter stage's would for a chain that reads them all.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -101,6 +104,10 @@ fn params(name: &str) -> Vec<(String, String)> {
 }
 
 fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let cache = tempfile::tempdir().expect("temp dir");
     let host = FilterHost::new(cache.path()).expect("host");
     let meta: Vec<Batch> = (0..META_ROWS)
@@ -120,6 +127,9 @@ fn main() {
         ("format", "format.wasm", &meta),
         ("blank", "blank.wasm", &pixels),
     ] {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
         let bytes = std::fs::read(repo().join("plugins/filters/dist").join(file))
             .expect("plugins built (scripts/build-plugins.sh)");
         let plugin = host.load(file, &bytes).expect("load");
@@ -170,6 +180,9 @@ fn main() {
             "{{\"filter\":\"{name}\",\"rows\":{rows},\"wasm_rows_per_s\":{w:.0},\"native_rows_per_s\":{n:.0},\"ratio\":{:.3}}}",
             w / n
         ));
+    }
+    if !only.is_empty() {
+        return;
     }
     let out = repo().join("bench/out");
     let _ = std::fs::create_dir_all(&out);

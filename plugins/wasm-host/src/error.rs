@@ -65,6 +65,18 @@ pub enum WasmError {
         /// The trap.
         reason: String,
     },
+    /// A batch has more rows than the contract's `u32` row count can say.
+    #[error(
+        "plugin {plugin}: batch {batch} has {rows} rows, more than a plugin can take (2^32 - 1)"
+    )]
+    TooManyRows {
+        /// The plugin.
+        plugin: String,
+        /// Index of the batch.
+        batch: u64,
+        /// Rows in the batch.
+        rows: usize,
+    },
     /// The plugin returned a result of the wrong length.
     #[error("plugin {plugin}: batch {batch} has {rows} rows but the plugin returned {got} codes")]
     WrongLength {

@@ -6,17 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Func, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
+use crate::batch::WireBatch;
 use crate::bindings::{Filter, FilterPre};
 use crate::error::WasmError;
-use crate::{Batch, Info, Param};
+use crate::{Batch, Columns, Info, Param};
 
 /// The contract's types-only import, followed by its version.
 const TYPES_IMPORT: &str = "dinoflow:filter/types@";
 /// The major version of the contract this host implements, with its dot.
-const CONTRACT_MAJOR: &str = "1.";
+const CONTRACT_MAJOR: &str = "2.";
 
 /// Epoch ticks come every this many milliseconds.
 const TICK_MS: u64 = 5;
@@ -167,14 +168,7 @@ impl FilterHost {
             engine: self.engine.clone(),
             pre,
             info: PluginInfo {
-                info: Info {
-                    name: String::new(),
-                    version: String::new(),
-                    description: String::new(),
-                    params: Vec::new(),
-                    reasons: Vec::new(),
-                    needs_pixels: false,
-                },
+                info: Info::empty(),
                 digest,
             },
         };
@@ -183,7 +177,7 @@ impl FilterHost {
             .bindings
             .call_describe(&mut probe.store)
             .map_err(|e| classify(name, Limits::default(), e, "describe", 0))?;
-        plugin.info.info = info;
+        plugin.info.info = info.into();
         Ok(plugin)
     }
 
@@ -308,16 +302,39 @@ impl FilterPlugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks(limits));
-        let bindings = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| classify(&self.name, limits, e, "instantiate", 0))?;
+        let invalid = |e: wasmtime::Error| WasmError::Invalid {
+            plugin: self.name.clone(),
+            reason: format!("does not implement the dinoflow:filter world: {e:#}"),
+        };
+        let bindings = Filter::new(&mut store, &instance).map_err(invalid)?;
+        // `filter` is called through its own typed handle, to lower the batch from borrowed
+        // columns (`Filter::call_filter` takes owned vectors); `Filter::new` checked its type.
+        let filter = instance
+            .get_func(&mut store, "filter")
+            .ok_or_else(|| invalid(wasmtime::Error::msg("no `filter` export")))?;
+        let mut declared = [false; 256];
+        declared[0] = true;
+        for r in &self.info.info.reasons {
+            declared[usize::from(r.code)] = true;
+        }
+        let dense_up_to = declared
+            .iter()
+            .position(|&d| !d)
+            .map_or(u8::MAX, |first_gap| (first_gap - 1) as u8);
         Ok(FilterInstance {
             plugin: self.name.clone(),
             store,
             bindings,
+            filter,
+            reads: self.info.info.reads,
             limits,
-            codes: self.info.info.reasons.iter().map(|r| r.code).collect(),
+            declared,
+            dense_up_to,
         })
     }
 
@@ -387,19 +404,33 @@ pub struct FilterInstance {
     plugin: String,
     store: Store<State>,
     bindings: Filter,
+    /// The `filter` export.
+    filter: Func,
+    /// The columns the plugin reads (its `describe()`).
+    reads: Columns,
     limits: Limits,
-    codes: Vec<u8>,
+    /// `declared[c]`: code `c` keeps the row (0) or is one of the plugin's reasons.
+    declared: [bool; 256],
+    /// Every code from 0 up to this one is declared (the usual case: codes 1, 2, ...).
+    dense_up_to: u8,
 }
 
 impl FilterInstance {
     /// Runs the filter over `batch` (the `index`-th batch, for errors) and returns one code per row,
-    /// checked against the row count and the codes the plugin declared.
+    /// checked against the row count and the codes the plugin declared. Only the columns the
+    /// plugin reads are copied into it; the others arrive empty.
     pub fn filter(&mut self, batch: &Batch, index: u64) -> Result<Vec<u8>, WasmError> {
-        let rows = batch.widths.len();
+        let rows = batch.rows();
+        let wire_rows = u32::try_from(rows).map_err(|_| WasmError::TooManyRows {
+            plugin: self.plugin.clone(),
+            batch: index,
+            rows,
+        })?;
         self.store.set_epoch_deadline(ticks(self.limits));
-        let codes = self
-            .bindings
-            .call_filter(&mut self.store, batch)
+        let (codes,) = self
+            .filter
+            .typed::<(WireBatch<'_>,), (Vec<u8>,)>(&self.store)
+            .and_then(|f| f.call(&mut self.store, (batch.wire(wire_rows, self.reads),)))
             .map_err(|e| classify(&self.plugin, self.limits, e, "filter", index))?;
         if codes.len() != rows {
             return Err(WasmError::WrongLength {
@@ -409,12 +440,15 @@ impl FilterInstance {
                 got: codes.len(),
             });
         }
-        let mut declared = [false; 256];
-        declared[0] = true;
-        for &c in &self.codes {
-            declared[c as usize] = true;
-        }
-        if let Some(&code) = codes.iter().find(|&&c| !declared[c as usize]) {
+        // The largest code (a loop that vectorises) settles it when the codes are dense; else
+        // look each one up.
+        let largest = codes.iter().fold(0u8, |m, &c| m.max(c));
+        let undeclared = if largest <= self.dense_up_to {
+            None
+        } else {
+            codes.iter().find(|&&c| !self.declared[usize::from(c)])
+        };
+        if let Some(&code) = undeclared {
             return Err(WasmError::UnknownCode {
                 plugin: self.plugin.clone(),
                 batch: index,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use dinoflow_wasm::{Batch, FilterHost, Limits, WasmError};
+use dinoflow_wasm::{Batch, Columns, FilterHost, Limits, WasmError, column_names};
 
 fn dist(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -200,11 +200,58 @@ fn imports_are_refused_and_named() {
 #[test]
 fn plugins_built_against_another_major_version_are_refused() {
     let (host, _cache) = host();
-    let v2 =
-        wat::parse_str(r#"(component (import "dinoflow:filter/types@2.0.0" (instance)))"#).unwrap();
-    let e = host.load("v2.wasm", &v2).err().unwrap();
-    assert!(matches!(e, WasmError::Invalid { .. }), "{e}");
-    assert!(e.to_string().contains("dinoflow:filter@2.0.0"), "{e}");
+    // 1.0.0 is the contract before `info.reads` and `batch.rows`; 3.0.0 a future one.
+    for version in ["1.0.0", "3.0.0"] {
+        let other = wat::parse_str(format!(
+            r#"(component (import "dinoflow:filter/types@{version}" (instance)))"#
+        ))
+        .unwrap();
+        let e = host.load("other.wasm", &other).err().unwrap();
+        assert!(matches!(e, WasmError::Invalid { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("dinoflow:filter@{version}"))
+                && e.to_string().contains("dinoflow:filter@2.x"),
+            "{e}"
+        );
+    }
+    // The shipped plugins are built against this host's contract.
+    host.load("min_size.wasm", &dist("min_size.wasm")).unwrap();
+}
+
+#[test]
+fn plugins_declare_the_columns_they_read() {
+    let (host, _cache) = host();
+    for (file, reads) in [
+        ("min_size.wasm", vec!["widths", "heights"]),
+        ("aspect_ratio.wasm", vec!["widths", "heights"]),
+        ("blank.wasm", vec!["pixels"]),
+        ("file_size.wasm", vec!["file-sizes"]),
+        ("format.wasm", vec!["formats"]),
+        ("hostile.wasm", vec![]),
+    ] {
+        let plugin = host.load(file, &dist(file)).unwrap();
+        let info = &plugin.info().info;
+        assert_eq!(column_names(info.reads), reads, "{file}");
+        assert_eq!(info.needs_pixels, info.reads.contains(Columns::PIXELS));
+    }
+}
+
+#[test]
+fn columns_a_plugin_does_not_read_arrive_empty() {
+    // hostile's `peek` mode drops every row if any column arrived non-empty; it declares none.
+    let (host, _cache) = host();
+    let plugin = host.load("hostile.wasm", &dist("hostile.wasm")).unwrap();
+    let mut inst = plugin
+        .instantiate(&[("mode".into(), "peek".into())], Limits::default())
+        .unwrap();
+    let mut b = batch(1000);
+    b.labels = vec![3; 1000];
+    b.pixel_offsets = (0..=1000).map(|i| i * 4).collect();
+    b.pixels = vec![7; 4000];
+    assert_eq!(inst.filter(&b, 0).unwrap(), vec![0; 1000]);
+    // An empty batch is a call like any other.
+    assert_eq!(inst.filter(&batch(0), 1).unwrap(), Vec::<u8>::new());
 }
 
 #[test]
@@ -242,6 +289,7 @@ fn the_c_guest_honours_the_same_contract() {
     let (host, _cache) = host();
     let plugin = host.load("grey.wasm", &bytes).unwrap();
     assert_eq!(plugin.info().info.name, "grey");
+    assert_eq!(plugin.info().info.reads, Columns::CHANNELS);
     let mut b = batch(1000);
     b.channels = (0..1000).map(|i| if i % 4 == 0 { 1 } else { 3 }).collect();
     let mut inst = plugin

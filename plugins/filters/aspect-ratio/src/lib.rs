@@ -9,7 +9,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "filter" });
 use std::sync::Mutex;
 
 // `Batch`, `Info` and `Param` come from the world's `use types.{...}`; the rest from the interface.
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 use dinoflow_filter_logic::{self as logic, params};
 
 const NAME: &str = "aspect-ratio";
@@ -100,7 +100,7 @@ impl Guest for AspectRatio {
                     text: text.into(),
                 })
                 .collect(),
-            needs_pixels: false,
+            reads: Columns::WIDTHS | Columns::HEIGHTS,
         }
     }
 
@@ -110,10 +110,10 @@ impl Guest for AspectRatio {
         Ok(())
     }
 
-    fn filter(rows: Batch) -> Vec<u8> {
+    fn filter(batch: Batch) -> Vec<u8> {
         let c = config();
-        let mut out = vec![0u8; rows.widths.len()];
-        logic::aspect_ratio(&rows.widths, &rows.heights, c.min, c.max, &mut out);
+        let mut out = vec![0u8; batch.rows as usize];
+        logic::aspect_ratio(&batch.widths, &batch.heights, c.min, c.max, &mut out);
         out
     }
 }
@@ -126,6 +126,7 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
+            rows: 0,
             widths: vec![],
             heights: vec![],
             channels: vec![],
@@ -154,7 +155,7 @@ mod tests {
             (info.name.as_str(), info.version.as_str()),
             ("aspect-ratio", "1.0.0")
         );
-        assert!(!info.needs_pixels);
+        assert_eq!(info.reads, Columns::WIDTHS | Columns::HEIGHTS);
         let params: Vec<_> = info
             .params
             .iter()
@@ -177,6 +178,7 @@ mod tests {
 
         // ratios 1, 0.2, 5, 2, h = 0.
         let rows = || Batch {
+            rows: 5,
             widths: vec![10, 10, 50, 20, 5],
             heights: vec![10, 50, 10, 10, 0],
             ..batch()

@@ -9,7 +9,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "filter" });
 use std::sync::Mutex;
 
 // `Batch`, `Info` and `Param` come from the world's `use types.{...}`; the rest from the interface.
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 use dinoflow_filter_logic::{self as logic, params};
 
 const NAME: &str = "blank";
@@ -96,7 +96,7 @@ impl Guest for Blank {
                     text: text.into(),
                 })
                 .collect(),
-            needs_pixels: true,
+            reads: Columns::PIXELS,
         }
     }
 
@@ -106,14 +106,14 @@ impl Guest for Blank {
         Ok(())
     }
 
-    /// Rows are `widths.len()`; `pixel-offsets` must then hold rows + 1 entries (the host sends
-    /// them because `needs-pixels` is true). Offsets that do not match the rows trap.
-    fn filter(rows: Batch) -> Vec<u8> {
+    /// `pixel-offsets` must hold `rows + 1` entries (the host sends them because `reads` names
+    /// the pixels). Offsets that do not match the rows trap.
+    fn filter(batch: Batch) -> Vec<u8> {
         let c = config();
-        let mut out = vec![0u8; rows.widths.len()];
+        let mut out = vec![0u8; batch.rows as usize];
         logic::blank(
-            &rows.pixels,
-            &rows.pixel_offsets,
+            &batch.pixels,
+            &batch.pixel_offsets,
             c.min_std,
             c.min_entropy,
             &mut out,
@@ -130,6 +130,7 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
+            rows: 0,
             widths: vec![],
             heights: vec![],
             channels: vec![],
@@ -158,7 +159,7 @@ mod tests {
             (info.name.as_str(), info.version.as_str()),
             ("blank", "1.0.0")
         );
-        assert!(info.needs_pixels);
+        assert_eq!(info.reads, Columns::PIXELS);
         let params: Vec<_> = info
             .params
             .iter()
@@ -181,8 +182,7 @@ mod tests {
 
         // Rows: flat grey 2×2; 0/255 checker 2×2 (std 127.5, 1 bit); empty.
         let rows = || Batch {
-            widths: vec![2, 2, 0],
-            heights: vec![2, 2, 0],
+            rows: 3,
             pixel_offsets: vec![0, 4, 8, 8],
             pixels: vec![9, 9, 9, 9, 0, 255, 255, 0],
             ..batch()

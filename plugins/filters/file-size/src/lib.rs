@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "filter" });
 use std::sync::Mutex;
 
 // `Batch`, `Info` and `Param` come from the world's `use types.{...}`; the rest from the interface.
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 use dinoflow_filter_logic::{self as logic, params};
 
 const NAME: &str = "file-size";
@@ -97,7 +97,7 @@ impl Guest for FileSize {
                     text: text.into(),
                 })
                 .collect(),
-            needs_pixels: false,
+            reads: Columns::FILE_SIZES,
         }
     }
 
@@ -107,10 +107,10 @@ impl Guest for FileSize {
         Ok(())
     }
 
-    fn filter(rows: Batch) -> Vec<u8> {
+    fn filter(batch: Batch) -> Vec<u8> {
         let c = config();
-        let mut out = vec![0u8; rows.file_sizes.len()];
-        logic::file_size(&rows.file_sizes, c.min_bytes, c.max_bytes, &mut out);
+        let mut out = vec![0u8; batch.rows as usize];
+        logic::file_size(&batch.file_sizes, c.min_bytes, c.max_bytes, &mut out);
         out
     }
 }
@@ -123,6 +123,7 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
+            rows: 0,
             widths: vec![],
             heights: vec![],
             channels: vec![],
@@ -151,7 +152,7 @@ mod tests {
             (info.name.as_str(), info.version.as_str()),
             ("file-size", "1.0.0")
         );
-        assert!(!info.needs_pixels);
+        assert_eq!(info.reads, Columns::FILE_SIZES);
         let params: Vec<_> = info
             .params
             .iter()
@@ -173,7 +174,7 @@ mod tests {
         );
 
         let rows = || Batch {
-            widths: vec![1; 4],
+            rows: 4,
             file_sizes: vec![0, 100, 5000, 1 << 40],
             ..batch()
         };

@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "filter" });
 use std::sync::Mutex;
 
 // `Batch`, `Info` and `Param` come from the world's `use types.{...}`; the rest from the interface.
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 use dinoflow_filter_logic::{self as logic, params};
 
 const NAME: &str = "format";
@@ -75,7 +75,7 @@ impl Guest for Format {
                     text: text.into(),
                 })
                 .collect(),
-            needs_pixels: false,
+            reads: Columns::FORMATS,
         }
     }
 
@@ -85,10 +85,10 @@ impl Guest for Format {
         Ok(())
     }
 
-    fn filter(rows: Batch) -> Vec<u8> {
+    fn filter(batch: Batch) -> Vec<u8> {
         let c = config();
-        let mut out = vec![0u8; rows.formats.len()];
-        logic::format(&rows.formats, c.allow_mask, &mut out);
+        let mut out = vec![0u8; batch.rows as usize];
+        logic::format(&batch.formats, c.allow_mask, &mut out);
         out
     }
 }
@@ -101,6 +101,7 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
+            rows: 0,
             widths: vec![],
             heights: vec![],
             channels: vec![],
@@ -129,7 +130,7 @@ mod tests {
             (info.name.as_str(), info.version.as_str()),
             ("format", "1.0.0")
         );
-        assert!(!info.needs_pixels);
+        assert_eq!(info.reads, Columns::FORMATS);
         assert_eq!(info.params.len(), 1);
         assert_eq!(info.params[0].name, "allow");
         assert_eq!(info.params[0].kind, ParamKind::TextList);
@@ -143,6 +144,7 @@ mod tests {
 
         // unknown, jpeg, png, webp, gif, bmp, tiff, idx, 99
         let rows = || Batch {
+            rows: 9,
             formats: vec![0, 1, 2, 3, 4, 5, 6, 7, 99],
             ..batch()
         };

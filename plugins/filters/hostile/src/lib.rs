@@ -1,15 +1,17 @@
 //! A deliberately misbehaving filter for the sandbox tests of the host. Its `mode` parameter picks
 //! the misbehaviour in `filter`:
 //! `keep` (behaves), `loop` (never returns), `bomb` (allocates without bound), `short` (returns one
-//! code too few), `trap` (panics), `bad-code` (returns a code describe() does not declare).
+//! code too few), `trap` (panics), `bad-code` (returns a code describe() does not declare), `peek`
+//! (drops every row, code 1, if any column arrived non-empty: it declares none, so the host must
+//! send them all empty).
 
 wit_bindgen::generate!({ path: "../../wit", world: "filter" });
 
 use std::sync::Mutex;
 
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 
-const MODES: [&str; 6] = ["keep", "loop", "bomb", "short", "trap", "bad-code"];
+const MODES: [&str; 7] = ["keep", "loop", "bomb", "short", "trap", "bad-code", "peek"];
 
 static MODE: Mutex<&'static str> = Mutex::new("keep");
 
@@ -31,7 +33,8 @@ impl Guest for Hostile {
                 code: 1,
                 text: "dropped on purpose".into(),
             }],
-            needs_pixels: false,
+            // Only the row count: every column arrives empty.
+            reads: Columns::empty(),
         }
     }
 
@@ -55,8 +58,8 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn filter(rows: Batch) -> Vec<u8> {
-        let n = rows.widths.len();
+    fn filter(batch: Batch) -> Vec<u8> {
+        let n = batch.rows as usize;
         let mode = *MODE.lock().unwrap_or_else(|e| e.into_inner());
         match mode {
             "loop" => {
@@ -75,6 +78,21 @@ impl Guest for Hostile {
             "short" => vec![0; n.saturating_sub(1)],
             "trap" => panic!("hostile plugin panics on purpose"),
             "bad-code" => vec![7; n],
+            "peek" => {
+                let sent = [
+                    batch.widths.len(),
+                    batch.heights.len(),
+                    batch.channels.len(),
+                    batch.formats.len(),
+                    batch.file_sizes.len(),
+                    batch.labels.len(),
+                    batch.pixel_widths.len(),
+                    batch.pixel_heights.len(),
+                    batch.pixel_offsets.len(),
+                    batch.pixels.len(),
+                ];
+                vec![u8::from(sent.iter().any(|&len| len > 0)); n]
+            }
             _ => vec![0; n],
         }
     }

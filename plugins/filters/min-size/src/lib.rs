@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "filter" });
 use std::sync::Mutex;
 
 // `Batch`, `Info` and `Param` come from the world's `use types.{...}`; the rest from the interface.
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 use dinoflow_filter_logic::{self as logic, params};
 
 const NAME: &str = "min-size";
@@ -89,7 +89,7 @@ impl Guest for MinSize {
                     text: text.into(),
                 })
                 .collect(),
-            needs_pixels: false,
+            reads: Columns::WIDTHS | Columns::HEIGHTS,
         }
     }
 
@@ -99,12 +99,12 @@ impl Guest for MinSize {
         Ok(())
     }
 
-    fn filter(rows: Batch) -> Vec<u8> {
+    fn filter(batch: Batch) -> Vec<u8> {
         let c = config();
-        let mut out = vec![0u8; rows.widths.len()];
+        let mut out = vec![0u8; batch.rows as usize];
         logic::min_size(
-            &rows.widths,
-            &rows.heights,
+            &batch.widths,
+            &batch.heights,
             c.min_side,
             c.min_pixels,
             &mut out,
@@ -121,6 +121,7 @@ mod tests {
 
     fn batch(widths: Vec<u32>, heights: Vec<u32>) -> Batch {
         Batch {
+            rows: widths.len() as u32,
             widths,
             heights,
             channels: vec![],
@@ -149,7 +150,7 @@ mod tests {
             (info.name.as_str(), info.version.as_str()),
             ("min-size", "1.0.0")
         );
-        assert!(!info.needs_pixels);
+        assert_eq!(info.reads, Columns::WIDTHS | Columns::HEIGHTS);
         let params: Vec<_> = info
             .params
             .iter()

@@ -4,25 +4,27 @@
 //! row; edit:
 //! 1. `describe`: the description, the parameters (`PARAMS`: name, kind, default written as in YAML,
 //!    description), the drop reasons (`REASONS`: every non-zero code `filter` may return) and
-//!    `needs_pixels` (set it to true only if `filter` reads `rows.pixels`, which costs the host a
-//!    decode and a copy per row).
+//!    `READS`, the columns `filter` reads (e.g. `Columns::WIDTHS | Columns::HEIGHTS`): the host
+//!    sends every other column empty, so a column you forget to declare arrives empty. Declare
+//!    `Columns::PIXELS` only if you need them: they are most of a row's bytes.
 //! 2. `Config` and `Config::parse`: one field per parameter; parse each value and return an error
 //!    that names the parameter and the kind of value it expects.
-//! 3. `filter`: one code per row (0 keeps, any other code drops with that code's reason). Loop
-//!    over the column slices of `rows` (see plugins/wit/filter.wit for every column) and allocate
-//!    nothing per row: the host sends batches of thousands of rows.
+//! 3. `filter`: one code per row, `batch.rows` in all (0 keeps, any other code drops with that
+//!    code's reason). Loop over the column slices of `batch` that `READS` names (see
+//!    plugins/wit/filter.wit for every column) and allocate nothing per row: the host sends
+//!    batches of thousands of rows.
 //!
 //! The plugin may import nothing (no files, network, clocks or randomness): the host refuses it
 //! otherwise. Build it with `dinoflow plugin build DIR`.
 
 // `__WIT__` is replaced by `wit`, the plugin's own copy of the contract (package
-// dinoflow:filter@1.0.0), when the template is copied.
+// dinoflow:filter@2.0.0), when the template is copied.
 wit_bindgen::generate!({ path: "__WIT__", world: "filter" });
 
 use std::sync::Mutex;
 
 // `Batch`, `Info` and `Param` come from the world's `use types.{...}`; the rest from the interface.
-use dinoflow::filter::types::{ParamKind, ParamSpec, Reason};
+use dinoflow::filter::types::{Columns, ParamKind, ParamSpec, Reason};
 
 const NAME: &str = "__NAME__";
 
@@ -36,6 +38,10 @@ const PARAMS: [(&str, ParamKind, &str, &str); 1] = [(
 
 /// Every non-zero code `filter` may return, with the text the host records for it.
 const REASONS: [(u8, &str); 0] = [];
+
+/// The columns `filter` reads; the others arrive empty. This template reads none (it only needs
+/// the row count, `batch.rows`).
+const READS: Columns = Columns::empty();
 
 #[derive(Clone, Copy)]
 struct Config {
@@ -101,7 +107,7 @@ impl Guest for Plugin {
                     text: text.into(),
                 })
                 .collect(),
-            needs_pixels: false,
+            reads: READS,
         }
     }
 
@@ -111,12 +117,12 @@ impl Guest for Plugin {
         Ok(())
     }
 
-    fn filter(rows: Batch) -> Vec<u8> {
+    fn filter(batch: Batch) -> Vec<u8> {
         let Config { example } = config();
         let _ = example; // use the parameters here
         // One code per row (here: keep all). A real filter allocates this vector once and fills it
-        // in a loop over the columns it reads (`rows.widths`, `rows.heights`, `rows.file_sizes`, ...).
-        vec![0u8; rows.widths.len()]
+        // in a loop over the columns it declared in READS (`batch.widths`, `batch.file_sizes`, ...).
+        vec![0u8; batch.rows as usize]
     }
 }
 
