@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    fingerprint, json, python_json, repo_root, run, run_failed, run_workflow, write_workflow,
+    fingerprint, json, named, python_json, repo_root, run, run_failed, run_workflow, write_workflow,
 };
 
 const FMNIST_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
@@ -133,12 +133,7 @@ fn run_failing(dir: &Path, yaml: &str) -> String {
         "--store",
         store.to_str().unwrap(),
     ]));
-    let embed = plan
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "vit")
-        .unwrap();
+    let embed = named(&plan, "vit");
     assert_eq!(
         embed["state"], "run",
         "a failed embed must not be cached: {plan}"
@@ -218,14 +213,7 @@ fn new_weights_bytes_rerun_embed_and_nothing_upstream() {
             "--store",
             store.to_str().unwrap(),
         ]));
-        let state = |name: &str| {
-            p.as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == name)
-                .unwrap()
-                .clone()
-        };
+        let state = |name: &str| named(&p, name).clone();
         eprintln!("{label}: {p}");
         (state("photos"), state("vit"))
     };

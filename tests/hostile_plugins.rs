@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fingerprint, json, output_digests, repo_root, run, run_ok, write_workflow};
+use common::{fingerprint, json, named, output_digests, repo_root, run, run_ok, write_workflow};
 
 fn workflow(plugin: &str, params: &str) -> String {
     format!(
@@ -72,15 +72,7 @@ fn hostile_plugins_fail_their_stage_cleanly_and_a_fixed_plugin_finishes_the_run(
         let out = run(&["--json", "run", &wf, "--store", store.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1), "{params}: {out:?}");
         let report = json(&out);
-        let stage = |name: &str| {
-            report["stages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == name)
-                .unwrap()
-                .clone()
-        };
+        let stage = |name: &str| named(&report["stages"], name).clone();
         assert_eq!(stage("photos")["status"], "cached", "{params}");
         let curated = stage("curated");
         assert_eq!(curated["status"], "failed", "{params}: {curated}");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dinoflow, json, output_digests, repo_root, write_workflow};
+use common::{FMNIST, dinoflow, json, named, output_digests, repo_root, write_workflow};
 
 /// A one-node Slurm cluster with its state in a temporary folder, stopped when dropped.
 struct Cluster {
@@ -100,10 +100,11 @@ impl Drop for Cluster {
     }
 }
 
-/// Photos → WebAssembly filter → embed → dedup, the curation part of the full workflow: 40 photos
-/// in 5 shards, so that ingest, the filter and embed run as 5 tasks each.
+/// Fashion-MNIST → WebAssembly filter → embed → dedup, the curation part of the Fashion-MNIST
+/// workflows (stages as in workflows/curate-fashion-mnist.yaml): 2,000 images in 5 shards, so
+/// that ingest, the filter and embed run as 5 tasks each.
 fn workflow(dir: &Path) -> String {
-    workflow_with_filter(dir, "blank.wasm, params: {min_std: 5}")
+    workflow_with_filter(dir, "blank.wasm, params: {min_std: 20}")
 }
 
 fn workflow_with_filter(dir: &Path, filter: &str) -> String {
@@ -114,23 +115,27 @@ fn workflow_with_filter(dir: &Path, filter: &str) -> String {
         &format!(
             "name: slurm-curation
 stages:
-  photos:
+  pool:
     kind: ingest@1
-    with: {{source: {{folder: {{path: {root}/data/photos}}}}, max_side: 96, limit: 40, shard_rows: 8}}
+    with:
+      source: {{idx: {{images: {FMNIST}/t10k-images-idx3-ubyte.gz, labels: {FMNIST}/t10k-labels-idx1-ubyte.gz}}}}
+      limit: 2000
+      shard_rows: 400
     resources: {{memory_gb: 1}}
   informative:
     kind: filter@1
-    inputs: {{images: photos}}
+    inputs: {{images: pool}}
     with: {{plugins: [{{wasm: {root}/plugins/filters/dist/{filter}}}]}}
     resources: {{memory_gb: 1}}
   vectors:
     kind: embed@1
     inputs: {{images: informative.kept}}
+    with: {{descriptor: {{block: 16, window: 0.3, weighting: flat}}}}
     resources: {{memory_gb: 1}}
   unique:
     kind: dedup@1
     inputs: {{images: informative.kept, embeddings: vectors}}
-    with: {{threshold: 0.93}}
+    with: {{threshold: 0.995}}
     resources: {{memory_gb: 1}}
 ",
             root = root.display(),
@@ -221,7 +226,7 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
     };
     assert_eq!(
         (
-            count("photos"),
+            count("pool"),
             count("informative"),
             count("vectors"),
             count("unique")
@@ -235,21 +240,14 @@ fn stages_run_as_slurm_jobs_give_the_local_results_and_survive_a_cancelled_job()
         .collect();
     assert_eq!(cancelled.len(), 5, "the first array ran 5 tasks: {logs:?}");
     // The merged outputs hold every shard's rows; the stage's metrics add the tasks' counts.
-    let stage = |name: &str| {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(stage("photos")["rows"]["images"], 40);
+    let stage = |name: &str| named(&report["stages"], name).clone();
+    assert_eq!(stage("pool")["rows"]["images"], 2000);
     let kept = stage("informative")["rows"]["kept"].as_u64().unwrap();
     assert_eq!(
         kept + stage("informative")["rows"]["dropped"].as_u64().unwrap(),
-        40
+        2000
     );
+    assert!(kept > 1000, "the filter kept {kept}");
     assert_eq!(stage("vectors")["rows"]["embeddings"], kept);
     assert!(cluster.queue().is_empty(), "{:?}", cluster.queue());
 }
@@ -303,7 +301,7 @@ fn ctrl_c_cancels_the_runs_slurm_jobs_and_commits_nothing_partial() {
     let wf = workflow(dir.path());
     let store = dir.path().join("slurm");
     let mut run = spawn(&cluster, &wf, &store, &["--executor", "slurm"]);
-    cluster.wait_running("dinoflow-photos", &mut run);
+    cluster.wait_running("dinoflow-pool", &mut run);
     let kill = Command::new("kill")
         .args(["-INT", &run.id().to_string()])
         .status()

@@ -141,6 +141,36 @@ impl StageJob {
         })
     }
 
+    /// Takes the fingerprint's lock, waiting while another process of this machine holds it, or
+    /// returns the stage's manifest when it is committed by then.
+    async fn lock_uncommitted(&self) -> Result<Result<lock::FingerprintLock, Manifest>, String> {
+        let name = &self.node.name;
+        let lock = lock::lock(&self.locks, &self.fingerprint, || {
+            self.sink.event(name, &StageEvent::Waiting)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(match self.committed().await? {
+            Some(m) => Err(m),
+            None => Ok(lock),
+        })
+    }
+
+    /// The stage's manifest, when its outputs are committed and whole.
+    async fn committed(&self) -> Result<Option<Manifest>, String> {
+        Ok(
+            match self
+                .store
+                .check_cached(&self.fingerprint)
+                .await
+                .map_err(text)?
+            {
+                CacheState::Hit(m) => Some(m),
+                CacheState::Miss(_) => None,
+            },
+        )
+    }
+
     /// The manifest task `task` committed, if it did and its files are all there.
     async fn finished_task(&self, task: usize) -> Result<Option<TaskManifest>, String> {
         let key = task_manifest_key(&self.fingerprint, task);
@@ -234,21 +264,10 @@ impl StageJob {
     /// stage in this process (task by task when it shards, keeping the tasks an interrupted run
     /// finished) and commits its outputs manifest-last.
     pub(crate) async fn execute(self) -> Result<StageResult, String> {
-        let name = self.node.name.clone();
-        let sink = Arc::clone(&self.sink);
-        let _lock = lock::lock(&self.locks, &self.fingerprint, || {
-            sink.event(&name, &StageEvent::Waiting)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        if let CacheState::Hit(m) = self
-            .store
-            .check_cached(&self.fingerprint)
-            .await
-            .map_err(text)?
-        {
-            return Ok((m, true, serde_json::Value::Null));
-        }
+        let _lock = match self.lock_uncommitted().await? {
+            Ok(lock) => lock,
+            Err(m) => return Ok((m, true, serde_json::Value::Null)),
+        };
         let Some(task_inputs) = self.tasks().await? else {
             // Files left by a run that crashed before its commit.
             self.store
@@ -286,7 +305,8 @@ impl StageJob {
         )
         .await
         .map_err(|e| e.to_string())?;
-        if self.finished_task(task).await?.is_some() {
+        // Another controller may have committed the stage since this job was submitted.
+        if self.committed().await?.is_some() || self.finished_task(task).await?.is_some() {
             return Ok(());
         }
         let inputs = match self.tasks().await? {
@@ -322,21 +342,21 @@ impl StageJob {
         opts: &SlurmOptions,
         resources: Resources,
     ) -> Result<StageResult, String> {
-        let name = self.node.name.clone();
-        if let CacheState::Hit(m) = self
-            .store
-            .check_cached(&self.fingerprint)
-            .await
-            .map_err(text)?
-        {
-            return Ok((m, true, serde_json::Value::Null));
-        }
+        let _lock = match self.lock_uncommitted().await? {
+            Ok(lock) => lock,
+            Err(m) => return Ok((m, true, serde_json::Value::Null)),
+        };
         let tasks = self.tasks().await?;
         let count = tasks.as_ref().map_or(1, Vec::len);
         let array = tasks.is_some();
         let mut logs = Vec::new();
         let mut last_error = String::new();
         for attempt in 1..=opts.attempts.max(1) {
+            if attempt > 1
+                && let Some(m) = self.committed().await?
+            {
+                return Ok((m, true, serde_json::Value::Null));
+            }
             let mut pending = Vec::new();
             for task in 0..count {
                 if self.finished_task(task).await?.is_none() {
@@ -353,7 +373,7 @@ impl StageJob {
                     .await;
             }
             let job = slurm::JobRequest {
-                stage: &name,
+                stage: &self.node.name,
                 fingerprint: &self.fingerprint,
                 tasks: &pending,
                 array,
@@ -377,7 +397,7 @@ impl StageJob {
                 }
             }
             last_error = ended.summary();
-            tracing::warn!(stage = %name, attempt, "Slurm job ended: {last_error}");
+            tracing::warn!(stage = %self.node.name, attempt, "Slurm job ended: {last_error}");
         }
         let mut tasks = Vec::with_capacity(count);
         for task in 0..count {

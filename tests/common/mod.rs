@@ -76,6 +76,14 @@ pub fn json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// The entry called `name` of a list of stages (a run report's `stages`, or a plan).
+pub fn named<'a>(stages: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    stages
+        .as_array()
+        .and_then(|list| list.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no stage `{name}` in {stages}"))
+}
+
 /// Runs the project venv's Python with `args` (a script path or `-c CODE`, then its arguments),
 /// asserts it succeeded and returns its stdout as JSON.
 #[allow(dead_code)]
