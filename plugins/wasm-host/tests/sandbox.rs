@@ -311,3 +311,173 @@ fn the_c_guest_honours_the_same_contract() {
         "{e}"
     );
 }
+
+/// Population standard deviation from exact integer sums taken one byte at a time (independent of
+/// `dinoflow-filter-logic`, whose `pixel_std` runs explicit wasm SIMD code inside `blank.wasm`).
+fn exact_std(row: &[u8]) -> f64 {
+    let n = row.len() as u128;
+    let sum: u128 = row.iter().map(|&b| b as u128).sum();
+    let sum_sq: u128 = row.iter().map(|&b| (b as u128) * (b as u128)).sum();
+    ((n * sum_sq - sum * sum) as f64 / (n * n) as f64).sqrt()
+}
+
+/// Real Fashion-MNIST test images and crafted rows around the edges of blank's SIMD code (16-byte
+/// vectors, 2,048-byte blocks, tails, all-255 rows that fill every lane to its limit, unaligned
+/// starts). For every distinct standard deviation `s` among the rows, the plugin is configured
+/// with `min_std = s` and with the next larger f64: each row must be kept exactly when its std is
+/// not below the threshold, so every row's std as computed in wasm is pinned to the last bit of
+/// the independent computation, and a sum off by one anywhere fails.
+#[test]
+fn blank_plugin_pins_every_std() {
+    use std::io::Read;
+    let gz = std::fs::read("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+        .expect("dataset-fashion-mnist (scripts/setup.sh)");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let images = &raw[16..];
+    let mut rows: Vec<Vec<u8>> = (0..10_000)
+        .step_by(97)
+        .map(|k| images[k * 784..(k + 1) * 784].to_vec())
+        .collect();
+    let mut x = 0x2545_F491u32;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    for len in [
+        1, 2, 15, 16, 17, 31, 33, 783, 784, 785, 2047, 2048, 2049, 2063, 4096, 4111, 65537,
+    ] {
+        rows.push(noise(len));
+        rows.push(vec![255; len]);
+        // All 255 but one 0 at the end (in the tail, or the last lane of the last vector).
+        let mut r = vec![255u8; len];
+        r[len - 1] = 0;
+        rows.push(r);
+        // A 0/255 ramp with one dim byte in front, so the rest starts off a 16-byte boundary.
+        rows.push((0..len).map(|k| if k % 3 == 0 { 1 } else { 250 }).collect());
+    }
+    rows.push(Vec::new()); // empty: always code 1
+    // One odd-length row first, so every later row starts at an unaligned offset.
+    rows.insert(0, noise(7));
+
+    let mut offsets = vec![0u64];
+    let mut pixels = Vec::new();
+    for r in &rows {
+        pixels.extend_from_slice(r);
+        offsets.push(pixels.len() as u64);
+    }
+    let n = rows.len();
+    let b = Batch {
+        pixel_offsets: offsets,
+        pixels,
+        pixel_widths: vec![0; n],
+        pixel_heights: vec![0; n],
+        ..batch(n)
+    };
+    let stds: Vec<Option<f64>> = rows
+        .iter()
+        .map(|r| (!r.is_empty()).then(|| exact_std(r)))
+        .collect();
+    // The native logic crate agrees to the bit, and the exact std is sane against a two-pass f64.
+    for (r, s) in rows.iter().zip(&stds) {
+        let Some(s) = *s else { continue };
+        assert_eq!(dinoflow_filter_logic::pixel_std(r).to_bits(), s.to_bits());
+        let mean = r.iter().map(|&b| b as f64).sum::<f64>() / r.len() as f64;
+        let var = r.iter().map(|&b| (b as f64 - mean).powi(2)).sum::<f64>() / r.len() as f64;
+        assert!(
+            (var.sqrt() - s).abs() <= 1e-9 * s.max(1.0),
+            "{} vs {s}",
+            var.sqrt()
+        );
+    }
+    let mut thresholds: Vec<f64> = stds
+        .iter()
+        .flatten()
+        .flat_map(|&s| [s, s.next_up()])
+        .collect();
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    assert!(thresholds.len() > 150, "{} thresholds", thresholds.len());
+
+    let (host, _cache) = host();
+    let plugin = host.load("blank.wasm", &dist("blank.wasm")).unwrap();
+    for t in thresholds {
+        // `{t}` prints the shortest text that parses back to the same f64.
+        let mut inst = plugin
+            .instantiate(&[("min_std".into(), format!("{t}"))], Limits::default())
+            .unwrap();
+        let codes = inst.filter(&b, 0).unwrap();
+        for (i, (&code, s)) in codes.iter().zip(&stds).enumerate() {
+            let expected = match s {
+                Some(s) if *s >= t => 0,
+                _ => 1,
+            };
+            assert_eq!(
+                code,
+                expected,
+                "row {i} ({} bytes, std {s:?}) with min_std {t:e}",
+                rows[i].len()
+            );
+        }
+    }
+}
+
+/// `min_size.wasm` with `min_pixels = 0` runs explicit wasm SIMD code (16 rows per step, the rest
+/// one at a time): every row's code must equal `min(width, height) < min_side`, computed here, for
+/// sides around the threshold and beyond 2³¹ (an unsigned compare), row counts that are not a
+/// multiple of 16, and thresholds from 0 to `u32::MAX`.
+#[test]
+fn min_size_plugin_matches_every_row() {
+    let (host, _cache) = host();
+    let plugin = host.load("min_size.wasm", &dist("min_size.wasm")).unwrap();
+    let mut x = 0x9E37_79B9u32;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for min_side in [0u32, 1, 32, 1000, 1 << 31, u32::MAX] {
+        let near = [
+            0,
+            1,
+            min_side.saturating_sub(1),
+            min_side,
+            min_side.saturating_add(1),
+            1 << 31,
+            u32::MAX,
+        ];
+        for rows in [0usize, 1, 15, 16, 17, 1007] {
+            let mut pick = || match next() % 3 {
+                0 => near[(next() % near.len() as u32) as usize],
+                1 => next(),
+                _ => next() % 2000,
+            };
+            let mut b = batch(rows);
+            b.widths = (0..rows).map(|_| pick()).collect();
+            b.heights = (0..rows).map(|_| pick()).collect();
+            let mut inst = plugin
+                .instantiate(
+                    &[("min_side".into(), min_side.to_string())],
+                    Limits::default(),
+                )
+                .unwrap();
+            let codes = inst.filter(&b, 0).unwrap();
+            let expected: Vec<u8> = b
+                .widths
+                .iter()
+                .zip(&b.heights)
+                .map(|(&w, &h)| (w.min(h) < min_side) as u8)
+                .collect();
+            assert_eq!(codes, expected, "min_side {min_side}, {rows} rows");
+        }
+    }
+}

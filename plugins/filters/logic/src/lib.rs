@@ -15,7 +15,8 @@
 //!
 //! The [`params`] module parses the text parameters the guests receive from `configure`.
 
-#![forbid(unsafe_code)]
+// `unsafe` only in the wasm32 SIMD module's unaligned vector loads and stores (`simd128`).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod params;
@@ -74,6 +75,9 @@ pub fn min_size(widths: &[u32], heights: &[u32], min_side: u32, min_pixels: u64,
     let n = out.len();
     let (widths, heights) = (&widths[..n], &heights[..n]);
     if min_pixels == 0 {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        simd128::short_side(widths, heights, min_side, out);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
         for ((o, &w), &h) in out.iter_mut().zip(widths).zip(heights) {
             *o = (w.min(h) < min_side) as u8;
         }
@@ -152,8 +156,8 @@ pub fn blank_row(row: &[u8], min_std: f64, min_entropy: f64) -> u8 {
 
 /// The population standard deviation of `bytes` (0 for an empty slice).
 ///
-/// Sums are exact integers (`n²·variance = n·Σx² − (Σx)²`), so the only rounding is the final
-/// division and square root.
+/// Sums are exact integers (`n²·variance = n·Σx² − (Σx)²`, from [`pixel_sums`]), so the only
+/// rounding is the final division and square root.
 ///
 /// ```
 /// assert_eq!(dinoflow_filter_logic::pixel_std(&[2, 4, 4, 4, 5, 5, 7, 9]), 2.0);
@@ -162,6 +166,46 @@ pub fn pixel_std(bytes: &[u8]) -> f64 {
     if bytes.is_empty() {
         return 0.0;
     }
+    let (sum, sum_sq) = pixel_sums(bytes);
+    let n = bytes.len() as u64;
+    // In 64 bits when the products fit (every real image: n < 2³² and n·Σx² < 2⁶⁴), else in 128.
+    // (Σx)² ≤ n·Σx² (Cauchy–Schwarz), so (Σx)² fits too and the subtraction cannot underflow. An
+    // integer converts to f64 rounded to nearest from either width, so both branches agree.
+    let (scaled_var, n_sq) = match (n.checked_mul(sum_sq), n.checked_mul(n)) {
+        (Some(n_sum_sq), Some(n_sq)) => ((n_sum_sq - sum * sum) as f64, n_sq as f64),
+        _ => {
+            let n = n as u128;
+            let scaled_var = n * sum_sq as u128 - (sum as u128) * (sum as u128);
+            (scaled_var as f64, (n * n) as f64)
+        }
+    };
+    (scaled_var / n_sq).sqrt()
+}
+
+/// The exact sums `(Σx, Σx²)` of `bytes`, which [`pixel_std`] needs.
+///
+/// Built for `wasm32` with the `simd128` target feature (as `scripts/build-plugins.sh` builds the
+/// guests), this runs explicit WebAssembly SIMD code that handles 16 bytes per step; on every other
+/// target it is [`pixel_sums_scalar`], a plain loop that the compiler vectorises by itself (as it
+/// does natively on x86-64). Both return the same integers for every input.
+///
+/// ```
+/// assert_eq!(dinoflow_filter_logic::pixel_sums(&[1, 2, 255]), (258, 1 + 4 + 65025));
+/// ```
+pub fn pixel_sums(bytes: &[u8]) -> (u64, u64) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        simd128::pixel_sums(bytes)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        pixel_sums_scalar(bytes)
+    }
+}
+
+/// The portable form of [`pixel_sums`]: a plain loop over the bytes, used on every target but
+/// `wasm32` + `simd128` (and kept public there so that tests can compare the two).
+pub fn pixel_sums_scalar(bytes: &[u8]) -> (u64, u64) {
     let (mut sum, mut sum_sq) = (0u64, 0u64);
     // 65,536 × 255² < 2³², so 32-bit lanes cannot overflow within a chunk.
     for chunk in bytes.chunks(1 << 16) {
@@ -174,9 +218,130 @@ pub fn pixel_std(bytes: &[u8]) -> f64 {
         sum += s as u64;
         sum_sq += q as u64;
     }
-    let n = bytes.len() as u128;
-    let scaled_var = n * sum_sq as u128 - (sum as u128) * (sum as u128);
-    (scaled_var as f64 / (n * n) as f64).sqrt()
+    (sum, sum_sq)
+}
+
+/// [`pixel_sums`] and [`min_size`]'s short-side test in explicit WebAssembly SIMD (LLVM vectorises
+/// the portable loops for `wasm32` + `simd128` at only 4 bytes or 4 rows per iteration).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use core::arch::wasm32::{
+        i8x16_narrow_i16x8, i16x8_add, i16x8_narrow_i32x4, i32x4_add, i32x4_dot_i16x8, u8x16_splat,
+        u16x8_extend_high_u8x16, u16x8_extend_low_u8x16, u16x8_splat, u32x4_extadd_pairwise_u16x8,
+        u32x4_extract_lane, u32x4_lt, u32x4_min, u32x4_splat, v128, v128_and, v128_load,
+        v128_store,
+    };
+
+    /// Vectors of 16 bytes per block. Per block and lane: the byte sums grow by at most
+    /// 2 × 255 per vector in 16-bit lanes (128 × 510 = 65,280 < 2¹⁶), the sums of squares by at
+    /// most 4 × 255² per vector in 32-bit lanes (128 × 260,100 < 2³²). Each block is then added
+    /// into 64-bit totals, so any length is exact.
+    const BLOCK_VECTORS: usize = 128;
+
+    /// 16 bytes as a vector, in one `v128.load` (building it with `u8x16` from the array's bytes
+    /// compiles to 16 single-byte lane loads).
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn load(b: &[u8; 16]) -> v128 {
+        // SAFETY: `b` is a valid reference to 16 readable bytes, and `v128.load` accepts any
+        // alignment (`v128_load` documents that the pointer need not be aligned).
+        unsafe { v128_load(b.as_ptr().cast::<v128>()) }
+    }
+
+    #[inline(always)]
+    fn lanes_u32(v: v128) -> u64 {
+        u32x4_extract_lane::<0>(v) as u64
+            + u32x4_extract_lane::<1>(v) as u64
+            + u32x4_extract_lane::<2>(v) as u64
+            + u32x4_extract_lane::<3>(v) as u64
+    }
+
+    /// Adds one vector's bytes to the 16-bit sums and their squares to the 32-bit sums.
+    #[inline(always)]
+    fn step(s16: &mut v128, q32: &mut v128, b: &[u8; 16]) {
+        let v = load(b);
+        // Bytes zero-extended to 16-bit lanes; the dot product of a lane vector with itself sums
+        // squares pairwise into 32-bit lanes (255² fits a signed i16 product).
+        let lo = u16x8_extend_low_u8x16(v);
+        let hi = u16x8_extend_high_u8x16(v);
+        *s16 = i16x8_add(*s16, i16x8_add(lo, hi));
+        *q32 = i32x4_add(
+            *q32,
+            i32x4_add(i32x4_dot_i16x8(lo, lo), i32x4_dot_i16x8(hi, hi)),
+        );
+    }
+
+    /// Four `u32` as a vector, in one `v128.load`.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn load_u32x4(x: &[u32; 4]) -> v128 {
+        // SAFETY: `x` is a valid reference to 16 readable bytes; `v128.load` accepts any alignment.
+        unsafe { v128_load(x.as_ptr().cast::<v128>()) }
+    }
+
+    /// [`min_size`](super::min_size) with `min_pixels = 0`: 16 rows per step (LLVM's own
+    /// vectorisation of the plain loop for wasm handles 4), the rest one at a time.
+    pub(crate) fn short_side(widths: &[u32], heights: &[u32], min_side: u32, out: &mut [u8]) {
+        let (w16, _) = widths.as_chunks::<16>();
+        let (h16, _) = heights.as_chunks::<16>();
+        let (o16, _) = out.as_chunks_mut::<16>();
+        let done = o16.len() * 16;
+        let min = u32x4_splat(min_side);
+        for ((o, w), h) in o16.iter_mut().zip(w16).zip(h16) {
+            let (w, _) = w.as_chunks::<4>();
+            let (h, _) = h.as_chunks::<4>();
+            // All-ones in the 32-bit lanes whose shorter side is below `min_side`, else zero;
+            // narrowing with signed saturation keeps −1 and 0, down to one byte a row.
+            let short = |k: usize| u32x4_lt(u32x4_min(load_u32x4(&w[k]), load_u32x4(&h[k])), min);
+            let halves = (
+                i16x8_narrow_i32x4(short(0), short(1)),
+                i16x8_narrow_i32x4(short(2), short(3)),
+            );
+            let codes = v128_and(i8x16_narrow_i16x8(halves.0, halves.1), u8x16_splat(1));
+            u8x16_store(o, codes);
+        }
+        for ((o, &w), &h) in out[done..]
+            .iter_mut()
+            .zip(&widths[done..])
+            .zip(&heights[done..])
+        {
+            *o = (w.min(h) < min_side) as u8;
+        }
+    }
+
+    /// Stores a vector's 16 bytes into `o`, in one `v128.store`.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn u8x16_store(o: &mut [u8; 16], v: v128) {
+        // SAFETY: `o` is a valid, exclusive reference to 16 writable bytes; `v128.store` accepts
+        // any alignment.
+        unsafe { v128_store(o.as_mut_ptr().cast::<v128>(), v) }
+    }
+
+    pub(crate) fn pixel_sums(bytes: &[u8]) -> (u64, u64) {
+        let (vectors, tail) = bytes.as_chunks::<16>();
+        let (mut sum, mut sum_sq) = (0u64, 0u64);
+        for block in vectors.chunks(BLOCK_VECTORS) {
+            let mut s16 = u16x8_splat(0);
+            let mut q32 = u32x4_splat(0);
+            // Two vectors per iteration (wasmtime does not unroll loops).
+            let (pairs, last) = block.as_chunks::<2>();
+            for [a, b] in pairs {
+                step(&mut s16, &mut q32, a);
+                step(&mut s16, &mut q32, b);
+            }
+            for b in last {
+                step(&mut s16, &mut q32, b);
+            }
+            sum += lanes_u32(u32x4_extadd_pairwise_u16x8(s16));
+            sum_sq += lanes_u32(q32);
+        }
+        for &b in tail {
+            sum += b as u64;
+            sum_sq += (b as u64) * (b as u64);
+        }
+        (sum, sum_sq)
+    }
 }
 
 /// The Shannon entropy, in bits, of the 256-bin histogram of `bytes` (0 for an empty slice).
@@ -383,6 +548,26 @@ mod tests {
         assert_eq!(out, [1, 0]);
     }
 
+    /// With `min_pixels = 0`, built for wasm32 + simd128, [`min_size`] runs explicit SIMD code on
+    /// 16 rows at a time (checked inside `min_size.wasm` by `plugins/wasm-host/tests/sandbox.rs`):
+    /// every row count from 0 to 40 and sides beyond 2³¹ against the one-row rule.
+    #[test]
+    fn min_size_short_side_every_length() {
+        let sides = [0, 1, 31, 32, 33, 1 << 31, u32::MAX];
+        for min_side in sides {
+            for rows in 0..=40usize {
+                let widths: Vec<u32> = (0..rows).map(|i| sides[i % 7]).collect();
+                let heights: Vec<u32> = (0..rows).map(|i| sides[(i / 7) % 7]).collect();
+                let mut out = vec![9u8; rows];
+                min_size(&widths, &heights, min_side, 0, &mut out);
+                for i in 0..rows {
+                    let expected = (widths[i].min(heights[i]) < min_side) as u8;
+                    assert_eq!(out[i], expected, "min_side {min_side}, row {i} of {rows}");
+                }
+            }
+        }
+    }
+
     #[test]
     #[should_panic]
     fn min_size_short_column_panics() {
@@ -435,6 +620,101 @@ mod tests {
             .map(|i| if i % 2 == 0 { 0 } else { 255 })
             .collect();
         assert_eq!(pixel_std(&alternating), 127.5);
+    }
+
+    /// Deterministic pseudo-random bytes (xorshift32).
+    fn noise(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Σx and Σx², one byte at a time.
+    fn naive_sums(bytes: &[u8]) -> (u64, u64) {
+        bytes.iter().fold((0, 0), |(s, q), &b| {
+            (s + b as u64, q + (b as u64) * (b as u64))
+        })
+    }
+
+    /// The lengths around the SIMD code's edges: 16-byte vectors, 2,048-byte blocks (128 vectors)
+    /// and the scalar code's 65,536-byte chunks, a 28×28 image, and a large row.
+    const EDGE_LENGTHS: [usize; 27] = [
+        0, 1, 2, 15, 16, 17, 31, 32, 33, 100, 255, 256, 784, 785, 2047, 2048, 2049, 2063, 2064,
+        4095, 4096, 4097, 65535, 65536, 65537, 196_608, 1_000_003,
+    ];
+
+    /// [`pixel_sums`] against [`pixel_sums_scalar`] and a byte-at-a-time sum, on every edge length,
+    /// with all-0, all-255 (the largest lane sums), ramp and pseudo-random bytes, at every start
+    /// offset within a vector. Built for wasm32 + simd128 this compares the explicit SIMD code;
+    /// natively `pixel_sums` is the scalar code, so the SIMD code inside the shipped `blank.wasm`
+    /// is checked by `plugins/wasm-host/tests/sandbox.rs` (`blank_plugin_pins_every_std`), which
+    /// runs it through the host on real and crafted rows.
+    #[test]
+    fn pixel_sums_match_scalar_and_naive() {
+        let mut rows: Vec<Vec<u8>> = Vec::new();
+        for (i, &len) in EDGE_LENGTHS.iter().enumerate() {
+            rows.push(vec![0; len]);
+            rows.push(vec![255; len]);
+            rows.push((0..len).map(|k| (k * 7 % 256) as u8).collect());
+            rows.push(noise(len, 0x1234_5678 + i as u32));
+            // Mostly 255 with a few low bytes: sums near every lane's limit, not a flat row.
+            rows.push(
+                (0..len)
+                    .map(|k| if k % 97 == 3 { 1 } else { 255 })
+                    .collect(),
+            );
+        }
+        for row in &rows {
+            let expected = naive_sums(row);
+            assert_eq!(
+                pixel_sums_scalar(row),
+                expected,
+                "scalar, len {}",
+                row.len()
+            );
+            // Every start offset within a vector and a short tail, so that the unaligned
+            // loads and the tails of every length are covered.
+            for start in 0..16.min(row.len() + 1) {
+                let part = &row[start..];
+                assert_eq!(pixel_sums(part), naive_sums(part), "len {}", part.len());
+            }
+        }
+    }
+
+    /// [`pixel_std`] against the closed form computed here in 128 bits and f64, on rows long enough
+    /// for its 128-bit branch (n·Σx² ≥ 2⁶⁴ from 17 M all-255 bytes) and short ones.
+    #[test]
+    fn pixel_std_both_widths() {
+        let reference = |row: &[u8]| {
+            let (s, q) = naive_sums(row);
+            let n = row.len() as u128;
+            let scaled = n * q as u128 - (s as u128) * (s as u128);
+            (scaled as f64 / (n * n) as f64).sqrt()
+        };
+        for (i, &len) in EDGE_LENGTHS.iter().enumerate().skip(1) {
+            let row = noise(len, 99 + i as u32);
+            assert_eq!(
+                pixel_std(&row).to_bits(),
+                reference(&row).to_bits(),
+                "len {len}"
+            );
+        }
+        // 2²⁵ bytes: n·Σx² ≥ 2⁶⁴, so the 128-bit branch runs.
+        let mut big = noise(1 << 25, 7);
+        assert!((big.len() as u64).checked_mul(naive_sums(&big).1).is_none());
+        assert_eq!(pixel_std(&big).to_bits(), reference(&big).to_bits());
+        big.fill(255);
+        assert_eq!(pixel_std(&big), 0.0);
+        for (k, b) in big.iter_mut().enumerate() {
+            *b = if k % 2 == 0 { 0 } else { 255 };
+        }
+        assert_eq!(pixel_std(&big), 127.5);
     }
 
     #[test]
