@@ -83,6 +83,7 @@ fn dinoflow_s3(server: &S3Server, dir: &Path, args: &[&str]) -> Output {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", &server.endpoint)
         .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_CONDITIONAL_PUT", "etag")
         .args(args)
         .output()
         .unwrap()

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dinoflow_storage::{
-    CacheState, Manifest, OutputKind, OutputManifest, StorageError, Store, object_dir,
+    CacheState, MANIFEST_FILE, Manifest, OutputKind, OutputManifest, StorageError, Store,
+    object_dir,
 };
 use serde::{Deserialize, Serialize};
 
@@ -150,10 +151,16 @@ impl StageJob {
         })
         .await
         .map_err(|e| e.to_string())?;
-        Ok(match self.committed().await? {
-            Some(m) => Err(m),
-            None => Ok(lock),
-        })
+        if let Some(m) = self.committed().await? {
+            return Ok(Err(m));
+        }
+        // A manifest whose files are missing or cut, or that cannot be read: the run that
+        // follows commits a new one.
+        let manifest = format!("{}/{MANIFEST_FILE}", object_dir(&self.fingerprint));
+        if self.store.get_opt(&manifest).await.map_err(text)?.is_some() {
+            self.store.delete(&manifest).await.map_err(text)?;
+        }
+        Ok(Ok(lock))
     }
 
     /// The stage's manifest, when its outputs are committed and whole.

@@ -382,7 +382,7 @@ stages:
     let e = expect(yaml, 4, 5, &["stage `a`", "unknown stage kind `numbrs`"]);
     assert_eq!(
         hint(&e),
-        "known kinds: blob, check, gather, lines, numbers, square, sum"
+        "known kinds: blob, check, gather, lines, numbers, shard-square, square, sum"
     );
 }
 

@@ -246,7 +246,10 @@ impl Store {
 
     /// Writes the manifest, which makes the outputs visible. Call it after every file is written:
     /// it checks first that each listed file is in the store at its size, so a manifest never
-    /// points at a missing or short file even when the store lost or cut a write.
+    /// points at a missing or short file even when the store lost or cut a write. The manifest is
+    /// written only if none is there (a conditional put where the store has one); when another
+    /// process committed the same fingerprint first, its outputs must equal these, else the
+    /// stage is not deterministic and the commit fails saying so.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = format!("{}/{MANIFEST_FILE}", object_dir(&manifest.fingerprint));
         if let Some(miss) = self.files_miss(manifest).await? {
@@ -259,7 +262,19 @@ impl Store {
             path: key.clone(),
             source: e,
         })?;
-        self.put(&key, Bytes::from(json)).await
+        if self.put_if_absent(&key, Bytes::from(json)).await? {
+            return Ok(());
+        }
+        let theirs = self.get(&key).await?;
+        match serde_json::from_slice::<Manifest>(&theirs) {
+            Ok(theirs) if theirs.outputs == manifest.outputs => Ok(()),
+            _ => Err(StorageError::Invalid(format!(
+                "{key} was committed meanwhile by another process with other outputs: the stage \
+                 did not compute the same bytes twice (is it deterministic?); delete the folder \
+                 {} and run again",
+                object_dir(&manifest.fingerprint)
+            ))),
+        }
     }
 
     /// Writes one file of an output under `objects/<fingerprint>/` and describes it for the manifest.
@@ -274,5 +289,52 @@ impl Store {
         self.put(&format!("{}/{path}", object_dir(fingerprint)), data)
             .await?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-file artifact `model` under `fingerprint`, written to `store`.
+    async fn commit_of(store: &Store, fingerprint: &str, content: &'static [u8]) -> Manifest {
+        let file = store
+            .put_output_file(
+                fingerprint,
+                "model/w.bin",
+                Bytes::from_static(content),
+                None,
+            )
+            .await
+            .unwrap();
+        Manifest {
+            fingerprint: fingerprint.to_string(),
+            kind: "test".into(),
+            version: "1.0.0".into(),
+            outputs: BTreeMap::from([("model".to_string(), OutputManifest::artifact(vec![file]))]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_commit_must_match_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in [
+            "memory://second-commit".to_string(),
+            dir.path().display().to_string(),
+        ] {
+            let store = Store::open(&url).unwrap();
+            let first = commit_of(&store, "f1", b"same bytes").await;
+            store.commit_manifest(&first).await.unwrap();
+            // The same outputs again (a race between two processes): fine.
+            store.commit_manifest(&first).await.unwrap();
+            // Other bytes under the same fingerprint: refused, the first commit stays.
+            let other = commit_of(&store, "f1", b"other bytes").await;
+            let err = store.commit_manifest(&other).await.unwrap_err().to_string();
+            assert!(err.contains("deterministic"), "{url}: {err}");
+            let kept: Manifest =
+                serde_json::from_slice(&store.get("objects/f1/manifest.json").await.unwrap())
+                    .unwrap();
+            assert_eq!(kept, first, "{url}");
+        }
     }
 }

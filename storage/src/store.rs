@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Result, StorageError};
 use crate::retry::{RetryPolicy, with_retry};
@@ -273,6 +273,28 @@ impl Store {
         .await
         .map_err(|e| Self::err("put", key, e))?;
         Ok(())
+    }
+
+    /// Writes `data` at `key` unless an object is there already: `Ok(true)` when this call wrote
+    /// it, `Ok(false)` when one existed. Stores without conditional writes (S3 unless
+    /// `AWS_CONDITIONAL_PUT=etag` is set, HTTP) write unconditionally and answer `Ok(true)`.
+    pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let path = self.path(key);
+        let written = with_retry(self.retry, key, || {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            self.inner
+                .put_opts(&path, PutPayload::from_bytes(data.clone()), opts)
+        })
+        .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented) => self.put(key, data).await.map(|()| true),
+            Err(e) => Err(Self::err("put", key, e)),
+        }
     }
 
     /// Reads the whole object at `key`.

@@ -77,6 +77,7 @@ pub fn json(out: &Output) -> serde_json::Value {
 }
 
 /// The entry called `name` of a list of stages (a run report's `stages`, or a plan).
+#[allow(dead_code)]
 pub fn named<'a>(stages: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     stages
         .as_array()
