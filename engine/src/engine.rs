@@ -179,6 +179,15 @@ pub struct Damage {
     pub problem: String,
 }
 
+/// Where the run database and the locks live: the store's folder for a local store, `.dinoflow/`
+/// under the current directory for a remote one.
+fn default_state_dir(store: &Store) -> PathBuf {
+    store
+        .local_root()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".dinoflow"))
+}
+
 /// Runs workflows against one store.
 pub struct Engine {
     store: Store,
@@ -191,10 +200,7 @@ impl Engine {
     /// Opens the engine on `store`. The run database and locks live in the store's folder for
     /// local stores, and in `.dinoflow/` under the current directory for remote ones.
     pub fn open(store: Store, sink: Arc<dyn ProgressSink>) -> Result<Self, EngineError> {
-        let state_dir = store
-            .local_root()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".dinoflow"));
+        let state_dir = default_state_dir(&store);
         Self::open_in(store, &state_dir, sink)
     }
 
@@ -217,13 +223,9 @@ impl Engine {
     /// job): it keeps no run history, so its run database is in memory, and its locks live where
     /// [`Engine::open`] puts them.
     pub fn worker(store: Store, sink: Arc<dyn ProgressSink>) -> Result<Self, EngineError> {
-        let state_dir = store
-            .local_root()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".dinoflow"));
         Ok(Self {
+            state_dir: default_state_dir(&store),
             store,
-            state_dir,
             db: Arc::new(RunDb::in_memory()?),
             sink,
         })
