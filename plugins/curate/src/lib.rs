@@ -5,6 +5,7 @@ mod dedup;
 mod retrieval;
 mod unionfind;
 mod vectors;
+mod verify;
 
 use dinoflow_engine::StageError;
 use dinoflow_search::{KnnOptions, knn};
@@ -14,6 +15,7 @@ pub use dedup::{Dedup, DedupConfig, KeepRule, duplicates_schema};
 pub use retrieval::{Mode, Retrieval, RetrievalConfig};
 pub use unionfind::UnionFind;
 pub use vectors::{Vectors, read_vectors};
+pub use verify::{Pixels, VerifyConfig, aligned_similarity, read_pixels};
 
 /// Why a curation stage failed.
 #[derive(Debug, thiserror::Error)]
