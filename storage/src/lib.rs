@@ -15,4 +15,4 @@ pub use manifest::{
     CacheState, FileEntry, MANIFEST_FILE, Manifest, Miss, OutputKind, OutputManifest, object_dir,
 };
 pub use retry::{RetryPolicy, is_transient, with_retry};
-pub use store::{Listed, Store, check_url, read_url, split_file_url, stat_url};
+pub use store::{Listed, Store, check_url, read_url, read_url_range, split_file_url, stat_url};

@@ -307,6 +307,16 @@ impl Store {
         .map_err(|e| Self::err("get", key, e))
     }
 
+    /// Reads the bytes `range` of the object at `key` (only those travel from a remote store).
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let path = self.path(key);
+        with_retry(self.retry, key, || {
+            self.inner.get_range(&path, range.clone())
+        })
+        .await
+        .map_err(|e| Self::err("get", key, e))
+    }
+
     /// Reads the object at `key`, or `None` when it does not exist.
     pub async fn get_opt(&self, key: &str) -> Result<Option<Bytes>> {
         match self.get(key).await {
@@ -406,6 +416,12 @@ impl Store {
 pub async fn read_url(url: &str) -> Result<Bytes> {
     let (dir, name) = split_file_url(url);
     Store::open(&dir)?.get(&name).await
+}
+
+/// Reads the bytes `range` of the file at `url` (a path or any store URL).
+pub async fn read_url_range(url: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+    let (dir, name) = split_file_url(url);
+    Store::open(&dir)?.get_range(&name, range).await
 }
 
 /// Size and version of the file at `url`, or `None` when it does not exist.

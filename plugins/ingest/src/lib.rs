@@ -130,8 +130,8 @@ impl Stage for Ingest {
         }])
     }
 
-    /// Folder and IDX sources split into one task per `shard_rows` source images (after `limit`),
-    /// each writing at most one shard per output; Parquet sources run whole.
+    /// Every source splits into one task per `shard_rows` source images (after `limit`), each
+    /// writing at most one shard per output; Parquet rows are counted from the files' footers.
     async fn task_count(&self, config: &IngestConfig) -> Result<Option<usize>, StageError> {
         let images = match &config.source {
             Source::Folder { path, glob, labels } => {
@@ -151,7 +151,12 @@ impl Stage for Ingest {
                 })?;
                 idx.dims.first().copied().unwrap_or(0)
             }
-            Source::Parquet { .. } => return Ok(None),
+            Source::Parquet { path, .. } => sources::parquet_files(path)
+                .await
+                .map_err(stage_err)?
+                .iter()
+                .map(|f| f.rows)
+                .sum(),
         };
         let limit = usize::try_from(config.limit.unwrap_or(u64::MAX)).unwrap_or(usize::MAX);
         Ok(Some(
@@ -188,7 +193,6 @@ impl Stage for Ingest {
             max_side: config.max_side.max(1),
             max_pixels: config.max_pixels,
         };
-        let limit = config.limit.unwrap_or(u64::MAX);
         let batch = config.batch_size.max(1);
         match &config.source {
             Source::Idx { images, labels } => {
@@ -232,29 +236,44 @@ impl Stage for Ingest {
                 column,
                 label_column,
             } => {
-                let mut seen = 0u64;
-                for (url, _) in sources::list_parquet(path).await.map_err(stage_err)? {
-                    let data = sources::read_file(&url).await.map_err(stage_err)?;
+                let files = sources::parquet_files(path).await.map_err(stage_err)?;
+                let range = part.of(files.iter().map(|f| f.rows).sum());
+                out.bar.set_total(range.len() as u64);
+                // Source row numbers run on across the files; a task reads only its rows.
+                let mut first = 0usize;
+                for file in files {
+                    let rows = first..first + file.rows;
+                    first = rows.end;
+                    let (start, end) = (range.start.max(rows.start), range.end.min(rows.end));
+                    if start >= end {
+                        continue;
+                    }
+                    let data = sources::read_file(&file.url).await.map_err(stage_err)?;
                     let reader = ParquetRecordBatchReaderBuilder::try_new(data)
-                        .and_then(|b| b.with_batch_size(batch).build())
+                        .and_then(|b| {
+                            b.with_batch_size(batch)
+                                .with_offset(start - rows.start)
+                                .with_limit(end - start)
+                                .build()
+                        })
                         .map_err(|e| {
                             stage_err(IngestError::Source {
-                                source_url: url.clone(),
+                                source_url: file.url.clone(),
                                 reason: e.to_string(),
                             })
                         })?;
-                    let mut row = 0usize;
+                    let mut row = start - rows.start;
                     for b in reader {
-                        if seen >= limit {
-                            break;
-                        }
                         let b = b.map_err(|e| stage_err(IngestError::Arrow(e)))?;
-                        let mut items =
-                            sources::parquet_rows(&url, &b, column, label_column.as_deref(), row)
-                                .map_err(stage_err)?;
+                        let items = sources::parquet_rows(
+                            &file.url,
+                            &b,
+                            column,
+                            label_column.as_deref(),
+                            row,
+                        )
+                        .map_err(stage_err)?;
                         row += b.num_rows();
-                        items.truncate(usize::try_from(limit - seen).unwrap_or(usize::MAX));
-                        seen += items.len() as u64;
                         let decoded = decode_all(&pool, items, opts).await?;
                         out.push(decoded).await?;
                     }

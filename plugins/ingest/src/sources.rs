@@ -6,6 +6,8 @@ use arrow_schema::DataType;
 use bytes::Bytes;
 use dinoflow_storage::{Listed, Store};
 use futures::{StreamExt, TryStreamExt};
+use parquet::file::FOOTER_SIZE;
+use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 
 use crate::config::FolderLabels;
 use crate::error::IngestError;
@@ -209,6 +211,53 @@ pub async fn list_parquet(url: &str) -> Result<Vec<(String, Listed)>, IngestErro
         return Err(source_err(url, "no *.parquet files in this folder"));
     }
     Ok(files)
+}
+
+/// A Parquet file of a source and its number of rows.
+#[derive(Debug, Clone)]
+pub struct ParquetFile {
+    /// The file's URL.
+    pub url: String,
+    /// Rows, from the file's footer.
+    pub rows: usize,
+}
+
+/// The Parquet files of a source with their row counts, read from the footers alone (two ranged
+/// reads a file), so that the source can be split into tasks without reading it.
+pub async fn parquet_files(url: &str) -> Result<Vec<ParquetFile>, IngestError> {
+    let mut files = Vec::new();
+    for (file, listed) in list_parquet(url).await? {
+        let rows = parquet_row_count(&file, listed.size).await?;
+        files.push(ParquetFile { url: file, rows });
+    }
+    Ok(files)
+}
+
+async fn parquet_row_count(url: &str, size: u64) -> Result<usize, IngestError> {
+    let bad = |reason: &dyn std::fmt::Display| {
+        source_err(url, format!("not a readable Parquet file: {reason}"))
+    };
+    let footer = FOOTER_SIZE as u64;
+    if size < footer + 4 {
+        return Err(bad(&format!("{size} bytes is too short")));
+    }
+    let read = |range: std::ops::Range<u64>| async move {
+        dinoflow_storage::read_url_range(url, range)
+            .await
+            .map_err(|e| source_err(url, e))
+    };
+    let tail = read(size - footer..size).await?;
+    let length = FooterTail::try_from(tail.as_ref())
+        .map_err(|e| bad(&e))?
+        .metadata_length() as u64;
+    if length + footer + 4 > size {
+        return Err(bad(&format!(
+            "its footer claims {length} bytes of metadata in a file of {size}"
+        )));
+    }
+    let metadata = read(size - footer - length..size - footer).await?;
+    let metadata = ParquetMetaDataReader::decode_metadata(&metadata).map_err(|e| bad(&e))?;
+    usize::try_from(metadata.file_metadata().num_rows()).map_err(|_| bad(&"a negative row count"))
 }
 
 /// Turns a batch of a Parquet source into encoded images; `first_row` numbers the sources.

@@ -30,7 +30,9 @@ pub struct Ingested {
     pub digest: String,
 }
 
-pub async fn run_ingest(store_dir: &std::path::Path, with_yaml: &str) -> Ingested {
+/// Runs one ingest stage configured by `with_yaml` (the lines under `with:`) on a store in
+/// `store_dir`, whatever the outcome.
+pub async fn try_ingest(store_dir: &std::path::Path, with_yaml: &str) -> (Store, RunReport) {
     let yaml = format!("name: t\nstages:\n  ing:\n    kind: ingest\n    with:\n{with_yaml}");
     let mut reg = Registry::new();
     reg.register(dinoflow_ingest::Ingest);
@@ -48,6 +50,12 @@ pub async fn run_ingest(store_dir: &std::path::Path, with_yaml: &str) -> Ingeste
         executor: Default::default(),
     };
     let report = engine.run(&dag, &opts).await.unwrap();
+    (store, report)
+}
+
+/// Runs one ingest stage as [`try_ingest`], requires that it succeeded and reads its outputs.
+pub async fn run_ingest(store_dir: &std::path::Path, with_yaml: &str) -> Ingested {
+    let (store, report) = try_ingest(store_dir, with_yaml).await;
     assert!(report.succeeded(), "{report:?}");
     let fp = report.stages[0].fingerprint.clone();
     let CacheState::Hit(manifest) = store.check_cached(&fp).await.unwrap() else {
