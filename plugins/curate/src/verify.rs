@@ -22,8 +22,10 @@ use crate::CurateError;
 const MODE_BILINEAR: i64 = 0;
 /// `grid_sampler` padding mode: border.
 const PADDING_BORDER: i64 = 1;
-/// Anchor images warped at once.
+/// Anchor images warped at once, at most.
 const CHUNK: usize = 256;
+/// Bytes of warped images, or of partner rows, held at once.
+const CHUNK_BYTES: usize = 64 << 20;
 
 /// Configuration of `dedup`'s geometric verification (`verify:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -181,6 +183,36 @@ fn centred_unit(x: &Tensor) -> Tensor {
     centred / norm
 }
 
+/// Splits the anchors (sorted by partner count) into runs whose warps (`transforms` images of
+/// `pixels` each per anchor) and padded partner rows take at most [`CHUNK_BYTES`] (a single
+/// anchor may take more), and at most [`CHUNK`] anchors.
+fn chunks<'a>(
+    anchors: &'a [usize],
+    partners: &'a [Vec<(i64, usize)>],
+    transforms: usize,
+    pixels: usize,
+) -> impl Iterator<Item = &'a [usize]> + 'a {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= anchors.len() {
+            return None;
+        }
+        let mut end = start + 1;
+        while end < anchors.len() && end - start < CHUNK {
+            let rows = end + 1 - start;
+            let widest = partners[anchors[end]].len();
+            let bytes = 4 * rows * (transforms + widest) * pixels;
+            if bytes > CHUNK_BYTES {
+                break;
+            }
+            end += 1;
+        }
+        let chunk = &anchors[start..end];
+        start = end;
+        Some(chunk)
+    })
+}
+
 /// The best aligned pixel cosine of every pair `(a, b)` of rows of `pixels` ((N, size²) grey):
 /// the maximum over the configured zooms and shifts of either image against the other, plain.
 pub fn aligned_similarity(
@@ -214,7 +246,7 @@ pub fn aligned_similarity(
     // Anchors with alike partner counts share a chunk, so little of it is padding.
     let mut anchors: Vec<usize> = (0..n).filter(|&i| !partners[i].is_empty()).collect();
     anchors.sort_by_key(|&i| partners[i].len());
-    for chunk in anchors.chunks(CHUNK) {
+    for chunk in chunks(&anchors, &partners, t as usize, (size * size) as usize) {
         let c = chunk.len() as i64;
         let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>())
             .to_device(device);
@@ -370,6 +402,34 @@ mod tests {
         };
         let s0 = aligned_similarity(&pixels, &pairs[..1], &no_zoom).unwrap();
         assert!(s0[0] < s[0] - 0.01, "without zoom {} vs {}", s0[0], s[0]);
+    }
+
+    #[test]
+    fn scores_do_not_depend_on_how_the_pairs_are_batched() {
+        // 600 distinct shapes: more anchors than one chunk holds.
+        let rows: Vec<f32> = (0..600)
+            .flat_map(|i| {
+                let f = i as f64;
+                shape(
+                    10.0 + (f * 0.37) % 8.0,
+                    10.0 + (f * 0.61) % 8.0,
+                    4.0 + f % 7.0,
+                    4.0 + (f * 1.3) % 6.0,
+                )
+            })
+            .collect();
+        let pixels = Tensor::from_slice(&rows).view([600, 28 * 28]);
+        let pairs: Vec<(usize, usize)> = (0..600).map(|i| (i, (i * 7 + 3) % 600)).collect();
+        let together = aligned_similarity(&pixels, &pairs, &config()).unwrap();
+        for (p, pair) in pairs.iter().enumerate().step_by(37) {
+            let alone = aligned_similarity(&pixels, &[*pair], &config()).unwrap();
+            assert!(
+                (alone[0] - together[p]).abs() < 1e-5,
+                "pair {pair:?}: {} alone, {} together",
+                alone[0],
+                together[p]
+            );
+        }
     }
 
     #[test]
