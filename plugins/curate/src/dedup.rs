@@ -179,6 +179,12 @@ impl Stage for Dedup {
             Some(_) => Some(read_vectors(ctx, "against", device).await?),
             None => None,
         };
+        if config.verify.is_none() && ctx.input("against_images").is_some() {
+            tracing::warn!(
+                stage = %ctx.stage,
+                "`against_images` is only read by `verify`, which is not configured: it is unused"
+            );
+        }
         let pixels = match &config.verify {
             Some(v) => {
                 let against_ids = against.as_ref().map(|a| a.ids.clone());
