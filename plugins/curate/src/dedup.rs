@@ -188,7 +188,7 @@ impl Stage for Dedup {
         let pixels = match &config.verify {
             Some(v) => {
                 let against_ids = against.as_ref().map(|a| a.ids.clone());
-                Some(read_all_pixels(ctx, v, &pool.ids, against_ids.as_deref(), device).await?)
+                Some(read_all_pixels(ctx, v, against_ids.as_deref(), device).await?)
             }
             None => None,
         };
@@ -335,17 +335,16 @@ fn same_rows<S: AsRef<str>>(
     Ok(())
 }
 
-/// The grey pixels `verify` compares: the pool's rows, then the evaluation images' when `against`
-/// is connected (their rows checked against its vectors).
+/// The grey pixels `verify` compares: the pool's rows (the `images` already checked against the
+/// `embeddings`), then the evaluation images' when `against` is connected (their rows checked
+/// against its vectors).
 async fn read_all_pixels(
     ctx: &StageContext,
     verify: &VerifyConfig,
-    pool_ids: &[String],
     against_ids: Option<&[String]>,
     device: dinoflow_vision::tch::Device,
 ) -> Result<Tensor, StageError> {
-    let Pixels { ids, data } = read_pixels(ctx, "images", verify.size, device).await?;
-    same_rows(pool_ids, &ids, "embeddings", "images").map_err(failed)?;
+    let Pixels { data, .. } = read_pixels(ctx, "images", verify.size, device).await?;
     let Some(against_ids) = against_ids else {
         return Ok(data);
     };
