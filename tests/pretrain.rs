@@ -1,13 +1,14 @@
 //! The pretrain stage through the CLI: a run killed (SIGKILL) after a checkpoint resumes from it
-//! and ends with exactly the weights of an uninterrupted run; its model feeds `embed`; bad
-//! configurations fail naming the stage and the field.
+//! and ends with exactly the weights of an uninterrupted run; its model feeds `embed`; bfloat16
+//! autocast trains and stores a float32 model; bad configurations fail naming the stage and the
+//! field.
 
 mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dinoflow, json, run, run_ok, stage_report, write_workflow};
+use common::{dinoflow, fingerprint, json, run, run_ok, stage_report, write_workflow};
 
 const WORKFLOW: &str = "name: pretrain-test
 stages:
@@ -176,4 +177,51 @@ fn bad_pretrain_settings_are_refused_before_anything_runs() {
         );
         assert!(!store.exists(), "an invalid workflow wrote to the store");
     }
+}
+
+#[test]
+fn bfloat16_pretraining_stores_a_float32_model_that_embeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = WORKFLOW.replace("seed: 3", "seed: 3\n      precision: bfloat16");
+    let wf = write_workflow(dir.path(), "wf.yaml", &yaml);
+    let store = dir.path().join("store");
+    let report = run_ok(&wf, &store, &[]);
+    assert_eq!(stage_report(&report, "dino")["rows"]["metrics"], 8);
+    assert_eq!(stage_report(&report, "vectors")["rows"]["embeddings"], 512);
+    let model = store
+        .join("objects")
+        .join(fingerprint(&report, "dino"))
+        .join("model/model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let tensors: Vec<_> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .collect();
+    assert!(tensors.len() > 10, "{header}");
+    for (name, t) in tensors {
+        assert_eq!(t["dtype"], "F32", "{name}");
+    }
+}
+
+#[test]
+fn an_unknown_precision_is_refused_naming_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let yaml = WORKFLOW.replace("seed: 3", "seed: 3\n      precision: float16");
+    let wf = write_workflow(dir.path(), "bad.yaml", &yaml);
+    let out = run(&["run", &wf, "--store", store.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("bad.yaml:")
+            && text.contains("precision")
+            && text.contains("float16")
+            && text.contains("bfloat16"),
+        "{text}"
+    );
+    assert!(!store.exists(), "an invalid workflow wrote to the store");
 }

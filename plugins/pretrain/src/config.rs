@@ -1,7 +1,7 @@
 //! The `pretrain` stage's configuration (`with:`).
 
 use dinoflow_vision::augment::MultiCropConfig;
-use dinoflow_vision::{DeviceChoice, Ffn, Preset, VitConfig, swiglu_hidden};
+use dinoflow_vision::{DeviceChoice, Ffn, Precision, Preset, VitConfig, swiglu_hidden};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -80,10 +80,13 @@ pub struct PretrainConfig {
     /// Seed of the initialisation, the data order, the crops and the masks.
     #[serde(default)]
     pub seed: u64,
-    /// Where the training runs (`auto`, `cpu`, `cuda`). Float32 everywhere for now: bfloat16
-    /// autocast on CUDA is not implemented yet.
+    /// Where the training runs (`auto`, `cpu`, `cuda`).
     #[serde(default)]
     pub device: DeviceChoice,
+    /// The forward passes' arithmetic: `auto` (bfloat16 autocast on CUDA, float32 on the CPU),
+    /// `float32` or `bfloat16`. Parameters, gradients, optimiser state and losses are float32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_batch() -> usize {

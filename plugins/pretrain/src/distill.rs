@@ -59,7 +59,7 @@ impl Stage for Distill {
         "distill"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 1, 0)
+        semver::Version::new(1, 2, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2 distillation: a student (DINO + iBOT + KoLeo, multi-crop) against a frozen teacher; the student's EMA is the model"

@@ -13,7 +13,7 @@
 use dinoflow_vision::tch::nn::VarStore;
 use dinoflow_vision::tch::{Device, Kind, Tensor, nn, no_grad};
 use dinoflow_vision::weights::NamedTensors;
-use dinoflow_vision::{Vit, VitConfig};
+use dinoflow_vision::{Autocast, Vit, VitConfig, autocast};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{Center, dino_loss, ibot_loss, koleo_loss, sinkhorn_knopp};
@@ -220,6 +220,18 @@ pub struct StepLosses {
     pub feature_std: f64,
 }
 
+/// What the student's forward passes give the losses, in float32.
+struct StudentOutputs {
+    /// DINO logits of the global crops' cls tokens.
+    global_logits: Tensor,
+    /// DINO logits of the local crops' cls tokens, when there are local crops.
+    local_logits: Option<Tensor>,
+    /// iBOT logits of the masked patches.
+    patch_logits: Tensor,
+    /// The global crops' cls tokens before the head (KoLeo, feature std).
+    cls: Tensor,
+}
+
 /// The teacher of a distillation: a trained network with its heads, frozen.
 pub struct FrozenTeacher {
     /// Its backbone.
@@ -252,6 +264,9 @@ pub struct Learner {
     pub dino_center: Center,
     /// Centre of the iBOT targets.
     pub ibot_center: Center,
+    /// Mixed precision of the forward passes (none: float32). Parameters, gradients, optimiser
+    /// state, targets and losses stay float32 either way.
+    pub autocast: Option<Autocast>,
     objective: ObjectiveConfig,
 }
 
@@ -403,6 +418,7 @@ impl Learner {
             optimizer,
             dino_center: Center::new(k, 0.9, device),
             ibot_center: Center::new(k, 0.9, device),
+            autocast: None,
             objective: objective.clone(),
         }
     }
@@ -511,19 +527,24 @@ impl Learner {
         temp: f64,
     ) -> Result<(Tensor, Tensor), PretrainError> {
         no_grad(|| {
-            let out = self
-                .teacher
-                .backbone
-                .forward(&batch.global, None, false)
-                .map_err(|e| PretrainError::Shape(e.to_string()))?;
-            let b = out.cls.size()[0] / 2;
-            let swapped = Tensor::cat(&[out.cls.narrow(0, b, b), out.cls.narrow(0, 0, b)], 0);
-            let cls_logits = self.teacher.dino_head.forward(&swapped);
-            let masked = out
-                .patches
-                .flatten(0, 1)
-                .index_select(0, &batch.mask_indices);
-            let patch_logits = self.teacher.ibot().forward(&masked);
+            let teacher = &self.teacher;
+            let (cls_logits, patch_logits) = autocast(self.autocast, || {
+                let out = teacher
+                    .backbone
+                    .forward(&batch.global, None, false)
+                    .map_err(|e| PretrainError::Shape(e.to_string()))?;
+                let b = out.cls.size()[0] / 2;
+                let swapped = Tensor::cat(&[out.cls.narrow(0, b, b), out.cls.narrow(0, 0, b)], 0);
+                let masked = out
+                    .patches
+                    .flatten(0, 1)
+                    .index_select(0, &batch.mask_indices);
+                Ok::<_, PretrainError>((
+                    teacher.dino_head.forward(&swapped).to_kind(Kind::Float),
+                    teacher.ibot().forward(&masked).to_kind(Kind::Float),
+                ))
+            })
+            .map_err(|e| PretrainError::Config(e.to_string()))??;
             Ok(match self.objective.centering {
                 Centering::Centering => {
                     let dino = self.dino_center.targets(&cls_logits, temp);
@@ -540,6 +561,39 @@ impl Learner {
         })
     }
 
+    /// The student's forward passes (under [`Learner::autocast`]), with float32 outputs.
+    fn student_forward(&self, batch: &Batch) -> Result<StudentOutputs, PretrainError> {
+        let student = &self.student;
+        autocast(self.autocast, || {
+            let global = student
+                .backbone
+                .forward(&batch.global, batch.masks.as_ref(), true)
+                .map_err(|e| PretrainError::Shape(e.to_string()))?;
+            let local_logits = match &batch.local {
+                Some(local) if batch.local_crops > 0 => {
+                    let cls = student
+                        .backbone
+                        .forward(local, None, true)
+                        .map_err(|e| PretrainError::Shape(e.to_string()))?
+                        .cls;
+                    Some(student.dino_head.forward(&cls).to_kind(Kind::Float))
+                }
+                _ => None,
+            };
+            let masked = global
+                .patches
+                .flatten(0, 1)
+                .index_select(0, &batch.mask_indices);
+            Ok(StudentOutputs {
+                global_logits: student.dino_head.forward(&global.cls).to_kind(Kind::Float),
+                local_logits,
+                patch_logits: student.ibot().forward(&masked).to_kind(Kind::Float),
+                cls: global.cls.to_kind(Kind::Float),
+            })
+        })
+        .map_err(|e| PretrainError::Config(e.to_string()))?
+    }
+
     /// One iteration: forward, losses, backward, clipping, AdamW, teacher EMA.
     pub fn step(
         &mut self,
@@ -547,43 +601,28 @@ impl Learner {
         values: &StepValues,
     ) -> Result<StepLosses, PretrainError> {
         let (dino_targets, ibot_targets) = self.teacher_targets(batch, values.teacher_temp)?;
-        let student = &self.student;
-        let global = student
-            .backbone
-            .forward(&batch.global, batch.masks.as_ref(), true)
-            .map_err(|e| PretrainError::Shape(e.to_string()))?;
-        let global_logits = student.dino_head.forward(&global.cls);
         let n_local = batch.local_crops as i64;
+        let out = self.student_forward(batch)?;
         let pairs = (n_local * 2 + 2) as f64;
-        let dino_local = match &batch.local {
-            Some(local) if n_local > 0 => {
-                let cls = student
-                    .backbone
-                    .forward(local, None, true)
-                    .map_err(|e| PretrainError::Shape(e.to_string()))?
-                    .cls;
-                let logits = student.dino_head.forward(&cls);
+        let dino_local = match &out.local_logits {
+            Some(logits) => {
                 dino_loss(&logits.chunk(n_local, 0), &dino_targets.chunk(2, 0))? / pairs
             }
-            _ => Tensor::zeros([], (Kind::Float, batch.global.device())),
+            None => Tensor::zeros([], (Kind::Float, batch.global.device())),
         };
         let dino_global =
-            dino_loss(&[global_logits], &[dino_targets.shallow_clone()])? * 2.0 / pairs;
+            dino_loss(&[out.global_logits], &[dino_targets.shallow_clone()])? * 2.0 / pairs;
         let mut koleo = Tensor::zeros([], (Kind::Float, batch.global.device()));
-        for chunk in global.cls.chunk(2, 0) {
+        for chunk in out.cls.chunk(2, 0) {
             koleo += koleo_loss(&chunk)?;
         }
         let koleo = koleo * self.objective.koleo_weight;
-        let masked = global
-            .patches
-            .flatten(0, 1)
-            .index_select(0, &batch.mask_indices);
-        let patch_logits = student.ibot().forward(&masked);
+        let patch_logits = out.patch_logits;
         let ibot = ibot_loss(
             &patch_logits,
             &ibot_targets,
             &batch.mask_weights,
-            global.cls.size()[0],
+            out.cls.size()[0],
         )? * self.objective.ibot_weight;
         let total = (&dino_local + &dino_global) * self.objective.dino_weight + &koleo + &ibot;
         let total_value = total.double_value(&[]);
@@ -629,7 +668,7 @@ impl Learner {
             let entropy = -(&dino_targets * dino_targets.clamp_min(1e-12).log())
                 .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
                 .mean(Kind::Float);
-            let cls = global.cls.detach().to_kind(Kind::Float);
+            let cls = out.cls.detach();
             let unit = &cls
                 / cls
                     .norm_scalaropt_dim(2, [-1i64].as_slice(), true)

@@ -187,7 +187,7 @@ impl Stage for Pretrain {
         "pretrain"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 2, 0)
+        semver::Version::new(1, 3, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2 self-supervised training (DINO + iBOT + KoLeo, multi-crop, EMA teacher) of a ViT"
@@ -412,6 +412,7 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
         None => Learner::new(&vit, &config.objective, job.device)?,
         Some(teacher) => Learner::distill(&vit, &config.objective, teacher, job.device)?,
     };
+    learner.autocast = config.precision.resolve(job.device);
     let mut metrics: Vec<MetricRow> = Vec::new();
     let mut start = 0;
     if let Some((step, bytes)) = &job.resume {

@@ -1,7 +1,7 @@
 """The DINOv2 training iteration in PyTorch, written from dinov2's `ssl_meta_arch.py`, `dino_head.py`,
 `loss/*.py` and `param_groups.py` (dinov2.md §2), as the reference for plugins/pretrain/tests/reference.rs.
 
-Usage: pretrain_reference.py DIR
+Usage: pretrain_reference.py DIR [bfloat16]
        pretrain_reference.py bench STEPS BATCH THREADS   (make bench: training images/s of the
        tiny-28 preset, ViT-Ti with patch 4, 8 local crops, head 4096/1024/128, on ready crops)
 
@@ -14,7 +14,8 @@ iBOT on the masked patches, backward, per-module clipping at 3.0, torch.optim.Ad
 layer-wise lr decay (0.9), patch-embed lr factor (0.2) and weight-decay exemptions, and the EMA
 teacher update. Writes DIR/init.safetensors (the student before), DIR/batch.safetensors (crops and
 masks), DIR/expected.safetensors (student and `teacher.` after) and DIR/expected.json (the losses of
-each iteration and the schedule values used).
+each iteration and the schedule values used). With `bfloat16`, the forward passes run under
+torch.autocast with bfloat16 and the losses in float32 on their outputs.
 """
 import json
 import math
@@ -31,6 +32,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.manual_seed(0)
+# torch.autocast's arguments for the forward passes (`bfloat16` on the command line turns it on).
+AUTOCAST = {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": False}
 # The test's sizes; `bench` replaces them with the tiny-28 preset's.
 B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK = 4, 2, 64, 48, 2, 3, 32, 16
 STEPS = [
@@ -161,23 +164,29 @@ class Trainer:
         mask_idx = masks.flatten().nonzero().flatten()
         weights = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks]
         temp = v["teacher_temp"]
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(**AUTOCAST):
             t_cls, t_patch = teacher.backbone(global_crops)
             t_cls = torch.cat((t_cls[B:], t_cls[:B]))
-            t_cls_logits = teacher.dino_head(t_cls)
-            t_patch_logits = teacher.dino_head(t_patch.flatten(0, 1)[mask_idx])
+            t_cls_logits = teacher.dino_head(t_cls).float()
+            t_patch_logits = teacher.dino_head(t_patch.flatten(0, 1)[mask_idx]).float()
+        with torch.no_grad():
             t_dino = F.softmax((t_cls_logits - dino_center) / temp, dim=-1)
             t_ibot = F.softmax((t_patch_logits - ibot_center) / temp, dim=-1)
             self.dino_center = dino_center * 0.9 + t_cls_logits.mean(0, keepdim=True) * 0.1
             self.ibot_center = ibot_center * 0.9 + t_patch_logits.mean(0, keepdim=True) * 0.1
-        s_cls, s_patch = student.backbone(global_crops, masks)
-        s_local_cls, _ = student.backbone(local_crops)
+        with torch.autocast(**AUTOCAST):
+            s_cls, s_patch = student.backbone(global_crops, masks)
+            s_local_cls, _ = student.backbone(local_crops)
+            s_local_logits = student.dino_head(s_local_cls).float()
+            s_global_logits = student.dino_head(s_cls).float()
+            s_patch_logits = student.dino_head(s_patch.flatten(0, 1)[mask_idx]).float()
+        s_cls = s_cls.float()
         pairs = N_LOCAL * 2 + 2
         t_list = list(t_dino.view(2, B, K))
-        local = dino_loss(list(student.dino_head(s_local_cls).chunk(N_LOCAL)), t_list) / pairs
-        glob = dino_loss([student.dino_head(s_cls)], [t_dino]) * 2 / pairs
+        local = dino_loss(list(s_local_logits.chunk(N_LOCAL)), t_list) / pairs
+        glob = dino_loss([s_global_logits], [t_dino]) * 2 / pairs
         kol = 0.1 * sum(koleo(c) for c in s_cls.chunk(2))
-        lsm = F.log_softmax(student.dino_head(s_patch.flatten(0, 1)[mask_idx]) / 0.1, dim=-1)
+        lsm = F.log_softmax(s_patch_logits / 0.1, dim=-1)
         ibot = -(torch.sum(t_ibot * lsm, dim=-1) * weights).sum() / (2 * B) * 2 * 0.5
         total = local + glob + kol + ibot
         opt.zero_grad(set_to_none=True)
@@ -217,6 +226,7 @@ def main():
         bench(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
         return
     out = Path(sys.argv[1])
+    AUTOCAST["enabled"] = sys.argv[2:] == ["bfloat16"]
     out.mkdir(parents=True, exist_ok=True)
     student, teacher = make_nets()
     init = state(student)

@@ -3,6 +3,7 @@
 //! augmentations on batched tensors.
 
 pub mod augment;
+mod autocast;
 mod config;
 mod device;
 mod error;
@@ -11,6 +12,7 @@ pub mod tensor;
 mod vit;
 pub mod weights;
 
+pub use autocast::{Autocast, Precision, autocast, autocast_enabled};
 pub use config::{Ffn, PRESETS, Preset, VitConfig, swiglu_hidden};
 pub use device::DeviceChoice;
 pub use error::VisionError;

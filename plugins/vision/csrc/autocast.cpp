@@ -1,0 +1,48 @@
+// libtorch's per-device autocast state, which tch does not expose (its `autocast` switches CUDA
+// autocast on with libtorch's default dtype, float16). Used by src/autocast.rs only.
+#include <ATen/autocast_mode.h>
+
+namespace {
+at::DeviceType device_type(int device) { return device == 1 ? at::kCUDA : at::kCPU; }
+}  // namespace
+
+extern "C" {
+
+// Turns autocast on for `device` (0 CPU, 1 CUDA) computing in `dtype` (0 float16, 1 bfloat16) and
+// enters one nesting level. The previous state goes to `was_enabled` and `was_dtype` (libtorch's
+// scalar type code). Returns 0, or -1 when libtorch refused.
+int dinoflow_autocast_enter(int device, int dtype, int* was_enabled, int* was_dtype) {
+  try {
+    auto type = device_type(device);
+    *was_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
+    *was_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
+    at::autocast::set_autocast_enabled(type, true);
+    at::autocast::set_autocast_dtype(type, dtype == 1 ? at::kBFloat16 : at::kHalf);
+    at::autocast::increment_nesting();
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Restores what dinoflow_autocast_enter saved and leaves its nesting level; the outermost exit
+// drops the cache of cast weights, as torch.autocast does.
+void dinoflow_autocast_exit(int device, int was_enabled, int was_dtype) {
+  try {
+    auto type = device_type(device);
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(type, was_enabled != 0);
+    at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(was_dtype));
+  } catch (...) {
+  }
+}
+
+// Whether autocast is on for `device` (0 CPU, 1 CUDA) on this thread.
+int dinoflow_autocast_enabled(int device) {
+  try {
+    return at::autocast::is_autocast_enabled(device_type(device)) ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+}
