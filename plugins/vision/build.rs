@@ -1,9 +1,9 @@
 //! Lets binaries and tests built from this crate find libtorch at run time without LD_LIBRARY_PATH,
-//! and compiles the autocast shim (csrc/autocast.cpp) against libtorch's headers.
+//! and compiles the shim over libtorch functions tch lacks (csrc/shim.cpp) against libtorch's headers.
 use std::path::PathBuf;
 
 fn main() {
-    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!(
@@ -23,6 +23,6 @@ fn main() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/autocast.cpp")
-        .compile("dinoflow_autocast");
+        .file("csrc/shim.cpp")
+        .compile("dinoflow_shim");
 }

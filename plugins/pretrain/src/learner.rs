@@ -13,7 +13,7 @@
 use dinoflow_vision::tch::nn::VarStore;
 use dinoflow_vision::tch::{Device, Kind, Tensor, nn, no_grad};
 use dinoflow_vision::weights::NamedTensors;
-use dinoflow_vision::{Autocast, Vit, VitConfig, autocast};
+use dinoflow_vision::{Autocast, Vit, VitConfig, autocast, clear_grad};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{Center, dino_loss, ibot_loss, koleo_loss, sinkhorn_knopp};
@@ -637,8 +637,7 @@ impl Learner {
         }
 
         for p in &self.params {
-            let mut t = p.tensor.shallow_clone();
-            t.zero_grad();
+            clear_grad(&mut p.tensor.shallow_clone());
         }
         total.backward();
         for module in ["backbone.", "dino_head.", "ibot_head."] {

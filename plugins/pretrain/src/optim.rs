@@ -75,6 +75,8 @@ pub struct AdamW {
     pub step: i64,
     /// First and second moments per parameter, in the order of the parameters given to `step`.
     pub moments: Vec<(Tensor, Tensor)>,
+    /// One working tensor per parameter, so that an update allocates nothing.
+    scratch: Vec<Tensor>,
 }
 
 impl AdamW {
@@ -88,6 +90,7 @@ impl AdamW {
                 .iter()
                 .map(|p| (p.tensor.zeros_like(), p.tensor.zeros_like()))
                 .collect(),
+            scratch: params.iter().map(|p| p.tensor.empty_like()).collect(),
         }
     }
 
@@ -112,7 +115,7 @@ impl AdamW {
         let correction1 = 1.0 - b1.powi(self.step as i32);
         let correction2 = (1.0 - b2.powi(self.step as i32)).sqrt();
         no_grad(|| {
-            for (p, (m, v)) in params.iter().zip(&mut self.moments) {
+            for ((p, (m, v)), work) in params.iter().zip(&mut self.moments).zip(&mut self.scratch) {
                 let grad = p.tensor.grad();
                 if !grad.defined() {
                     continue;
@@ -120,15 +123,22 @@ impl AdamW {
                 let lr_p = if p.is_last_layer { last_layer_lr } else { lr } * p.lr_multiplier;
                 let wd_p = weight_decay * p.wd_multiplier;
                 let mut t = p.tensor.shallow_clone();
-                let _ = t.g_mul_scalar_(1.0 - lr_p * wd_p);
-                let _ = m.g_mul_scalar_(b1);
-                let _ = m.g_add_(&(&grad * (1.0 - b1)));
-                let _ = v.g_mul_scalar_(b2);
-                let _ = v.g_add_(&(&grad * &grad * (1.0 - b2)));
-                let denom = v.sqrt() / correction2 + self.eps;
-                let _ = t.g_sub_(&(&*m / denom * (lr_p / correction1)));
+                // torch.optim.AdamW's single-tensor update, in place.
+                _ = t.f_mul_scalar_(1.0 - lr_p * wd_p)?;
+                _ = m.f_lerp_(&grad, 1.0 - b1)?;
+                work.f_copy_(&grad)?;
+                _ = work.f_mul_scalar_(1.0 - b2)?;
+                _ = v.f_mul_scalar_(b2)?;
+                _ = v.f_addcmul_(&grad, work)?;
+                _ = v.f_sqrt_out(work)?;
+                _ = work.f_div_scalar_(correction2)?;
+                _ = work.f_add_scalar_(self.eps)?;
+                _ = m.f_div_out(work, work)?;
+                _ = work.f_mul_scalar_(lr_p / correction1)?;
+                _ = t.f_sub_(work)?;
             }
-        });
+            Ok::<(), PretrainError>(())
+        })?;
         Ok(())
     }
 }
@@ -146,18 +156,9 @@ pub fn clip_grad_norm(params: &[&Param], max_norm: f64) -> f64 {
         if grads.is_empty() {
             return 0.0;
         }
-        let squares: Vec<Tensor> = grads
-            .iter()
-            .map(|g| {
-                g.to_kind(dinoflow_vision::tch::Kind::Float)
-                    .square()
-                    .sum(dinoflow_vision::tch::Kind::Float)
-            })
-            .collect();
-        let norm = Tensor::stack(&squares, 0)
-            .sum(dinoflow_vision::tch::Kind::Float)
-            .sqrt()
-            .double_value(&[]);
+        // torch.nn.utils.clip_grad_norm_: the norm of the per-tensor norms.
+        let norms: Vec<Tensor> = grads.iter().map(Tensor::norm).collect();
+        let norm = Tensor::stack(&norms, 0).norm().double_value(&[]);
         let factor = (max_norm / (norm + 1e-6)).min(1.0);
         if factor < 1.0 {
             for g in &grads {
@@ -185,9 +186,9 @@ pub fn ema_update(
     no_grad(|| {
         for (t, s) in teacher.iter().zip(student) {
             let mut t = t.shallow_clone();
-            let _ = t.g_mul_scalar_(momentum);
-            let _ = t.g_add_(&(s * (1.0 - momentum)));
+            _ = t.f_lerp_(s, 1.0 - momentum)?;
         }
-    });
+        Ok::<(), PretrainError>(())
+    })?;
     Ok(())
 }

@@ -2,8 +2,13 @@
 `loss/*.py` and `param_groups.py` (dinov2.md §2), as the reference for plugins/pretrain/tests/reference.rs.
 
 Usage: pretrain_reference.py DIR [bfloat16]
-       pretrain_reference.py bench STEPS BATCH THREADS   (make bench: training images/s of the
-       tiny-28 preset, ViT-Ti with patch 4, 8 local crops, head 4096/1024/128, on ready crops)
+       pretrain_reference.py bench STEPS BATCH THREADS [PRESET [DEVICE [PRECISION]]]
+           training images/s on ready crops, and the FLOPs of one iteration (torch's
+           FlopCounterMode: matrix products, convolutions, attention; forward and backward).
+           PRESET `tiny-28` (default; make bench): ViT-Ti with patch 4, 28 / 12 px crops, head
+           4096/1024/128. `small`: ViT-S/14, 224 / 98 px RGB crops, dinov2's head 65536/2048/256
+           (bench/gpu.sh). Both with 8 local crops. DEVICE `cpu` (default) or `cuda`; PRECISION
+           `float32` (default) or `bfloat16` (torch.autocast).
 
 Builds a small timm ViT (28 px, patch 4, 1 channel, D 48, 2 blocks, 3 heads, a mask token) with a
 shared DINO/iBOT head (K 64, hidden 32, bottleneck 16, 3 layers), random weights (LayerScale and mask
@@ -28,14 +33,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch.utils.flop_counter import FlopCounterMode
 from timm.models.vision_transformer import VisionTransformer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.manual_seed(0)
 # torch.autocast's arguments for the forward passes (`bfloat16` on the command line turns it on).
 AUTOCAST = {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": False}
-# The test's sizes; `bench` replaces them with the tiny-28 preset's.
+# The test's sizes; `bench` replaces them with a preset's.
 B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK = 4, 2, 64, 48, 2, 3, 32, 16
+IMG, LOCAL_IMG, PATCH, CHANS, POS_IMG = 28, 12, 4, 1, 28
+DEVICE = "cpu"
 STEPS = [
     {"lr": 5e-3, "last_layer_lr": 5e-3, "weight_decay": 0.04, "momentum": 0.9, "teacher_temp": 0.04},
     {"lr": 4e-3, "last_layer_lr": 4e-3, "weight_decay": 0.05, "momentum": 0.95, "teacher_temp": 0.05},
@@ -45,7 +53,7 @@ STEPS = [
 class Backbone(nn.Module):
     def __init__(self):
         super().__init__()
-        self.vit = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=D, depth=DEPTH,
+        self.vit = VisionTransformer(img_size=POS_IMG, patch_size=PATCH, in_chans=CHANS, embed_dim=D, depth=DEPTH,
                                      num_heads=HEADS, init_values=1e-5, num_classes=0, dynamic_img_size=True)
         self.mask_token = nn.Parameter(torch.randn(1, D) * 0.5)
         with torch.no_grad():
@@ -126,9 +134,9 @@ def koleo(x, eps=1e-8):
 
 
 def make_batch():
-    global_crops = torch.randn(2 * B, 1, 28, 28)
-    local_crops = torch.randn(N_LOCAL * B, 1, 12, 12)
-    patches = 49
+    global_crops = torch.randn(2 * B, CHANS, IMG, IMG)
+    local_crops = torch.randn(N_LOCAL * B, CHANS, LOCAL_IMG, LOCAL_IMG)
+    patches = (IMG // PATCH) ** 2
     masks = torch.zeros(2 * B, patches, dtype=torch.bool)
     for i in range(0, 2 * B, 2):  # half of the crops, with different counts
         masks[i, torch.randperm(patches)[: (5 + 3 * i) % 25]] = True
@@ -155,8 +163,8 @@ class Trainer:
             groups.append({"params": [p], "lr_mult": lr_multiplier(clean), "wd_mult": 0.0 if no_wd else 1.0,
                            "last": "last_layer" in clean})
         self.opt = torch.optim.AdamW(groups, betas=(0.9, 0.999))
-        self.dino_center = torch.zeros(1, K)
-        self.ibot_center = torch.zeros(1, K)
+        self.dino_center = torch.zeros(1, K, device=DEVICE)
+        self.ibot_center = torch.zeros(1, K, device=DEVICE)
 
     def step(self, global_crops, local_crops, masks, v):
         student, teacher, opt = self.student, self.teacher, self.opt
@@ -205,25 +213,43 @@ class Trainer:
                 "ibot": ibot.item(), "total": total.item()}
 
 
-def bench(steps, batch, threads):
-    global B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK
-    B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK = batch, 8, 4096, 192, 12, 3, 1024, 128
+PRESETS = {
+    # B is the command line's; N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK, IMG, LOCAL_IMG, PATCH,
+    # CHANS, POS_IMG (the position embedding's side, interpolated to IMG as dinoflow does).
+    "tiny-28": (8, 4096, 192, 12, 3, 1024, 128, 28, 12, 4, 1, 28),
+    "small": (8, 65536, 384, 12, 6, 2048, 256, 224, 98, 14, 3, 518),
+}
+
+
+def bench(steps, batch, threads, preset="tiny-28", device="cpu", precision="float32"):
+    global B, N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK, IMG, LOCAL_IMG, PATCH, CHANS, POS_IMG, DEVICE
+    B = batch
+    N_LOCAL, K, D, DEPTH, HEADS, HIDDEN, BOTTLENECK, IMG, LOCAL_IMG, PATCH, CHANS, POS_IMG = PRESETS[preset]
+    DEVICE = device
+    AUTOCAST.update(device_type=device, enabled=precision == "bfloat16")
     torch.set_num_threads(threads)
-    trainer = Trainer(*make_nets())
-    crops = make_batch()
+    student, teacher = make_nets()
+    trainer = Trainer(student.to(device), teacher.to(device))
+    crops = [t.to(device) for t in make_batch()]
     v = STEPS[0]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     trainer.step(*crops, v)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        trainer.step(*crops, v)
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step(*crops, v)
+    sync()
     secs = time.perf_counter() - start
-    print(json.dumps({"steps": steps, "batch": batch, "threads": threads, "seconds": secs,
-                      "images_per_s": steps * batch / secs}))
+    print(json.dumps({"preset": preset, "device": device, "precision": precision, "steps": steps,
+                      "batch": batch, "threads": threads, "seconds": secs,
+                      "images_per_s": steps * batch / secs, "flops_per_step": counter.get_total_flops()}))
 
 
 def main():
     if sys.argv[1] == "bench":
-        bench(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        bench(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:8])
         return
     out = Path(sys.argv[1])
     AUTOCAST["enabled"] = sys.argv[2:] == ["bfloat16"]

@@ -7,6 +7,7 @@ mod autocast;
 mod config;
 mod device;
 mod error;
+mod grad;
 mod model;
 pub mod tensor;
 mod vit;
@@ -16,6 +17,7 @@ pub use autocast::{Autocast, Precision, autocast, autocast_enabled};
 pub use config::{Ffn, PRESETS, Preset, VitConfig, swiglu_hidden};
 pub use device::DeviceChoice;
 pub use error::VisionError;
+pub use grad::clear_grad;
 pub use model::{CONFIG_METADATA_KEY, VitModel};
 pub use vit::{Vit, VitOutput};
 

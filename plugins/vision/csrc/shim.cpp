@@ -1,6 +1,8 @@
-// libtorch's per-device autocast state, which tch does not expose (its `autocast` switches CUDA
-// autocast on with libtorch's default dtype, float16). Used by src/autocast.rs only.
+// The libtorch functions that tch does not expose: the per-device autocast state (tch's `autocast`
+// switches CUDA autocast on with libtorch's default dtype, float16), used by src/autocast.rs, and
+// dropping a gradient (`zero_grad(set_to_none=True)`), used by src/grad.rs.
 #include <ATen/autocast_mode.h>
+#include <ATen/core/Tensor.h>
 
 namespace {
 at::DeviceType device_type(int device) { return device == 1 ? at::kCUDA : at::kCPU; }
@@ -43,6 +45,15 @@ int dinoflow_autocast_enabled(int device) {
     return at::autocast::is_autocast_enabled(device_type(device)) ? 1 : 0;
   } catch (...) {
     return 0;
+  }
+}
+
+// Drops the gradient of `tensor` (an at::Tensor*, tch's handle), so that the next backward pass
+// writes it instead of adding to zeros.
+void dinoflow_clear_grad(void* tensor) {
+  try {
+    static_cast<at::Tensor*>(tensor)->mutable_grad().reset();
+  } catch (...) {
   }
 }
 }
