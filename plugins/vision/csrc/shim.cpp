@@ -10,16 +10,15 @@ at::DeviceType device_type(int device) { return device == 1 ? at::kCUDA : at::kC
 
 extern "C" {
 
-// Turns autocast on for `device` (0 CPU, 1 CUDA) computing in `dtype` (0 float16, 1 bfloat16) and
-// enters one nesting level. The previous state goes to `was_enabled` and `was_dtype` (libtorch's
-// scalar type code). Returns 0, or -1 when libtorch refused.
-int dinoflow_autocast_enter(int device, int dtype, int* was_enabled, int* was_dtype) {
+// Turns bfloat16 autocast on for `device` (0 CPU, 1 CUDA) and enters one nesting level. The
+// previous state goes to `was_enabled` and `was_dtype` (libtorch's scalar type code). Returns 0, or -1 when libtorch refused.
+int dinoflow_autocast_enter(int device, int* was_enabled, int* was_dtype) {
   try {
     auto type = device_type(device);
     *was_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
     *was_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
     at::autocast::set_autocast_enabled(type, true);
-    at::autocast::set_autocast_dtype(type, dtype == 1 ? at::kBFloat16 : at::kHalf);
+    at::autocast::set_autocast_dtype(type, at::kBFloat16);
     at::autocast::increment_nesting();
     return 0;
   } catch (...) {

@@ -14,7 +14,6 @@ use crate::error::VisionError;
 unsafe extern "C" {
     fn dinoflow_autocast_enter(
         device: c_int,
-        dtype: c_int,
         was_enabled: *mut c_int,
         was_dtype: *mut c_int,
     ) -> c_int;
@@ -87,7 +86,7 @@ pub fn autocast<T>(cast: Option<Autocast>, f: impl FnOnce() -> T) -> Result<T, V
     let device = device_code(cast.device)?;
     let (mut was_enabled, mut was_dtype) = (0, 0);
     // SAFETY: the pointers are to live locals; the shim catches libtorch's exceptions.
-    let status = unsafe { dinoflow_autocast_enter(device, 1, &mut was_enabled, &mut was_dtype) };
+    let status = unsafe { dinoflow_autocast_enter(device, &mut was_enabled, &mut was_dtype) };
     if status != 0 {
         return Err(VisionError::Config(format!(
             "libtorch refused bfloat16 autocast on {:?}",
