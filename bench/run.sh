@@ -67,18 +67,26 @@ PYEOF
 echo "== pretrain: tiny-28 (ViT-Ti, patch 4, 28 px), batch 64, 2 global + 8 local crops, head 4096, $CORES threads"
 echo "   dinoflow: the pretrain stage, 20 iterations (crops and masks made from stored images each time);"
 echo "   PyTorch: the same iteration written from dinov2's code, 20 times on ready crops."
-"$BIN" --json run bench/pretrain.yaml --store "$tmp/pt" --cpus "$CORES" > "$tmp/pt.json"
-run_id=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$tmp/pt.json")
-"$BIN" --json show "$run_id" --store "$tmp/pt" > "$tmp/pt-show.json"
-$PY plugins/pretrain/tests/pretrain_reference.py bench 20 64 "$CORES" > "$tmp/pt-torch.json"
+echo "   Three rounds, each dinoflow then PyTorch back to back; the median of the rounds' ratios."
+for i in 1 2 3; do
+  "$BIN" --json run bench/pretrain.yaml --store "$tmp/pt$i" --cpus "$CORES" > "$tmp/pt$i.json"
+  run_id=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$tmp/pt$i.json")
+  "$BIN" --json show "$run_id" --store "$tmp/pt$i" > "$tmp/pt$i-show.json"
+  $PY plugins/pretrain/tests/pretrain_reference.py bench 20 64 "$CORES" > "$tmp/pt$i-torch.json"
+done
 $PY - "$tmp" <<'PYEOF'
-import json, sys
+import json, statistics, sys
 tmp = sys.argv[1]
-stage = next(s for s in json.load(open(f"{tmp}/pt-show.json"))["stages"] if s["stage"] == "dino")
-d = stage["metrics"]["images_per_s"]
-t = json.load(open(f"{tmp}/pt-torch.json"))["images_per_s"]
-print(f"  dinoflow {d:8.2f} images/s   PyTorch {t:8.2f} images/s   -> dinoflow {d/t:.2f}x")
-json.dump({"dinoflow_images_per_s": d, "pytorch_images_per_s": t}, open("bench/out/pretrain.json", "w"), indent=1)
+rounds = []
+for i in (1, 2, 3):
+    stage = next(s for s in json.load(open(f"{tmp}/pt{i}-show.json"))["stages"] if s["stage"] == "dino")
+    d = stage["metrics"]["images_per_s"]
+    t = json.load(open(f"{tmp}/pt{i}-torch.json"))["images_per_s"]
+    print(f"  round {i}: dinoflow {d:8.2f} images/s   PyTorch {t:8.2f} images/s   -> {d/t:.2f}x")
+    rounds.append({"dinoflow_images_per_s": d, "pytorch_images_per_s": t, "ratio": d / t})
+median = statistics.median(r["ratio"] for r in rounds)
+print(f"  median: dinoflow {median:.2f}x PyTorch")
+json.dump({"rounds": rounds, "median_ratio": median}, open("bench/out/pretrain.json", "w"), indent=1)
 PYEOF
 
 echo "== vector search: dinoflow-search vs faiss-cpu, same vectors, $CORES threads (bench/search_faiss.py)"

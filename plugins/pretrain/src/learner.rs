@@ -531,17 +531,13 @@ impl Learner {
             let (cls_logits, patch_logits) = autocast(self.autocast, || {
                 let out = teacher
                     .backbone
-                    .forward(&batch.global, None, false)
+                    .forward_selected(&batch.global, None, Some(&batch.mask_indices), false)
                     .map_err(|e| PretrainError::Shape(e.to_string()))?;
                 let b = out.cls.size()[0] / 2;
                 let swapped = Tensor::cat(&[out.cls.narrow(0, b, b), out.cls.narrow(0, 0, b)], 0);
-                let masked = out
-                    .patches
-                    .flatten(0, 1)
-                    .index_select(0, &batch.mask_indices);
                 Ok::<_, PretrainError>((
                     teacher.dino_head.forward(&swapped).to_kind(Kind::Float),
-                    teacher.ibot().forward(&masked).to_kind(Kind::Float),
+                    teacher.ibot().forward(&out.patches).to_kind(Kind::Float),
                 ))
             })
             .map_err(|e| PretrainError::Config(e.to_string()))??;
@@ -567,27 +563,28 @@ impl Learner {
         autocast(self.autocast, || {
             let global = student
                 .backbone
-                .forward(&batch.global, batch.masks.as_ref(), true)
+                .forward_selected(
+                    &batch.global,
+                    batch.masks.as_ref(),
+                    Some(&batch.mask_indices),
+                    true,
+                )
                 .map_err(|e| PretrainError::Shape(e.to_string()))?;
             let local_logits = match &batch.local {
                 Some(local) if batch.local_crops > 0 => {
                     let cls = student
                         .backbone
-                        .forward(local, None, true)
+                        .forward_selected(local, None, None, true)
                         .map_err(|e| PretrainError::Shape(e.to_string()))?
                         .cls;
                     Some(student.dino_head.forward(&cls).to_kind(Kind::Float))
                 }
                 _ => None,
             };
-            let masked = global
-                .patches
-                .flatten(0, 1)
-                .index_select(0, &batch.mask_indices);
             Ok(StudentOutputs {
                 global_logits: student.dino_head.forward(&global.cls).to_kind(Kind::Float),
                 local_logits,
-                patch_logits: student.ibot().forward(&masked).to_kind(Kind::Float),
+                patch_logits: student.ibot().forward(&global.patches).to_kind(Kind::Float),
                 cls: global.cls.to_kind(Kind::Float),
             })
         })

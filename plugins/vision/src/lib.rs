@@ -19,7 +19,7 @@ pub use device::DeviceChoice;
 pub use error::VisionError;
 pub use grad::clear_grad;
 pub use model::{CONFIG_METADATA_KEY, VitModel};
-pub use vit::{Vit, VitOutput};
+pub use vit::{SelectedTokens, Vit, VitOutput};
 
 /// libtorch, re-exported so dependants use the exact same version.
 pub use tch;

@@ -4,7 +4,7 @@
 //! embedding that is interpolated (bicubic, antialiased, as timm) to other input sizes.
 
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 use crate::config::{Ffn, VitConfig};
 use crate::error::VisionError;
@@ -47,17 +47,27 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
+        self.proj.forward(&self.mix(x))
+    }
+
+    /// Multi-head attention before the output projection: (B, N, D) → (B, N, D).
+    fn mix(&self, x: &Tensor) -> Tensor {
         let (b, n, d) = x.size3().expect("tokens are (B, N, D)");
         let qkv = self
             .qkv
             .forward(x)
             .reshape([b, n, 3, self.heads, d / self.heads])
             .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        // unbind, not three selects: the backward of a select zero-fills a gradient the size of
+        // the whole qkv tensor, three times per block.
+        let [q, k, v]: [Tensor; 3] = qkv
+            .unbind(0)
+            .try_into()
+            .expect("qkv has 3 as its first dimension");
         let out = Tensor::scaled_dot_product_attention::<Tensor>(
             &q, &k, &v, None, 0.0, false, None, false,
         );
-        self.proj.forward(&out.transpose(1, 2).reshape([b, n, d]))
+        out.transpose(1, 2).reshape([b, n, d])
     }
 }
 
@@ -118,25 +128,50 @@ impl Block {
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let a = self.attn.forward(&self.norm1.forward(x)) * &self.ls1;
-        let x = x + drop_path(&a, self.drop_path, train);
+        let x = x + drop_path(&a, self.drop_path, train, None);
         let f = self.mlp.forward(&self.norm2.forward(&x)) * &self.ls2;
-        &x + drop_path(&f, self.drop_path, train)
+        &x + drop_path(&f, self.drop_path, train, None)
+    }
+
+    /// The block's output for some of its tokens only: `rows` index the flattened (B·N) tokens
+    /// of `x` (B, N, D); the result is (rows, D). Every token still serves as a key and value,
+    /// so the rows equal those of [`Block::forward`]; the projection and the feed-forward run
+    /// on the chosen rows alone.
+    fn forward_rows(&self, x: &Tensor, rows: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let (b, n, d) = x.size3()?;
+        let image_of_row = rows.f_floor_divide_scalar(n)?;
+        let samples = Some((&image_of_row, b));
+        let mixed = self
+            .attn
+            .mix(&self.norm1.forward(x))
+            .reshape([-1, d])
+            .f_index_select(0, rows)?;
+        let x = x.reshape([-1, d]).f_index_select(0, rows)?;
+        let a = self.attn.proj.forward(&mixed) * &self.ls1;
+        let x = &x + drop_path(&a, self.drop_path, train, samples);
+        let f = self.mlp.forward(&self.norm2.forward(&x)) * &self.ls2;
+        Ok(&x + drop_path(&f, self.drop_path, train, samples))
     }
 }
 
 /// Stochastic depth: in training, drops the residual of a random subset of samples (rate `rate`)
 /// and rescales the kept ones by 1 / (1 − rate). DINOv2 computes the residual only on the kept
-/// subset for speed; the expectation and the gradients are the same.
-fn drop_path(residual: &Tensor, rate: f64, train: bool) -> Tensor {
+/// subset for speed; the expectation and the gradients are the same. The samples are the first
+/// dimension of `residual`, or, given `(image_of_row, samples)`, `residual` is (rows, D) and
+/// `image_of_row` names the sample of each row.
+fn drop_path(residual: &Tensor, rate: f64, train: bool, rows: Option<(&Tensor, i64)>) -> Tensor {
     if !train || rate <= 0.0 {
         return residual.shallow_clone();
     }
     let keep = 1.0 - rate;
-    let b = residual.size()[0];
-    let mask = Tensor::rand([b, 1, 1], (residual.kind(), residual.device()))
-        .lt(keep)
-        .to_kind(residual.kind());
-    residual * mask / keep
+    let options = (residual.kind(), residual.device());
+    let mask = match rows {
+        None => Tensor::rand([residual.size()[0], 1, 1], options),
+        Some((image_of_row, samples)) => Tensor::rand([samples], options)
+            .index_select(0, image_of_row)
+            .unsqueeze(-1),
+    };
+    residual * mask.lt(keep).to_kind(residual.kind()) / keep
 }
 
 fn linear_init() -> nn::LinearConfig {
@@ -160,6 +195,15 @@ fn trunc_normal() -> nn::Init {
         mean: 0.0,
         stdev: 0.02,
     }
+}
+
+/// What a training loss reads of a forward pass: see [`Vit::forward_selected`].
+#[derive(Debug)]
+pub struct SelectedTokens {
+    /// Final-norm cls token, (B, D).
+    pub cls: Tensor,
+    /// The chosen final-norm patch tokens, (M, D), in the order they were asked for.
+    pub patches: Tensor,
 }
 
 /// A DINOv2 ViT. Build it inside a [`nn::VarStore`]; the variables get timm's names.
@@ -336,6 +380,45 @@ impl Vit {
             &self.norm.forward(&x),
             self.config.registers,
         ))
+    }
+
+    /// The final-norm cls token of every image and the final-norm patch tokens at `patches`
+    /// (flat indices into the (B·N) patch grid, image-major; none: no patch tokens), equal to
+    /// those of [`Vit::forward`]. The last block runs its output projection and feed-forward on
+    /// these tokens alone (every token still attends and is attended to), which is all DINO and
+    /// iBOT read of a training crop: the cls tokens and the masked patches.
+    pub fn forward_selected(
+        &self,
+        images: &Tensor,
+        masks: Option<&Tensor>,
+        patches: Option<&Tensor>,
+        train: bool,
+    ) -> Result<SelectedTokens, VisionError> {
+        let mut x = self.prepare_tokens(images, masks)?;
+        let (b, t, _) = x.size3()?;
+        let (last, first) = self
+            .blocks
+            .split_last()
+            .ok_or_else(|| VisionError::Config("the model has no blocks".into()))?;
+        for block in first {
+            x = block.forward(&x, train);
+        }
+        let cls_rows = Tensor::arange(b, (Kind::Int64, x.device())) * t;
+        let rows = match patches {
+            None => cls_rows,
+            Some(p) => {
+                let prefix = 1 + self.config.registers;
+                let n = t - prefix;
+                let patch_rows = p.f_floor_divide_scalar(n)? * t + prefix + p.f_remainder(n)?;
+                Tensor::cat(&[cls_rows, patch_rows], 0)
+            }
+        };
+        let out = self.norm.forward(&last.forward_rows(&x, &rows, train)?);
+        let m = out.size()[0] - b;
+        Ok(SelectedTokens {
+            cls: out.narrow(0, 0, b),
+            patches: out.narrow(0, b, m),
+        })
     }
 
     /// The outputs of the last `n` blocks, each passed through the final norm (DINOv2's
