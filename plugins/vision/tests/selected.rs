@@ -34,6 +34,14 @@ fn config(registers: i64, drop_path: f64) -> VitConfig {
     }
 }
 
+/// A model of `config` with weights drawn from `seed`; the guard keeps the generator to the caller.
+fn model(seed: i64, config: VitConfig) -> (MutexGuard<'static, ()>, nn::VarStore, Vit) {
+    let generator = seeded(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vit = Vit::new(&vs.root(), &config).unwrap();
+    (generator, vs, vit)
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -68,9 +76,7 @@ fn selected(
 #[test]
 fn selected_tokens_equal_the_full_forward_pass_with_and_without_registers() {
     for registers in [0, 2] {
-        let _generator = seeded(1);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let vit = Vit::new(&vs.root(), &config(registers, 0.0)).unwrap();
+        let (_generator, _vs, vit) = model(1, config(registers, 0.0));
         let (images, masks, chosen) = inputs();
         let [cls, patches] = full(&vit, &images, &masks, &chosen, false);
         let [s_cls, s_patches] = selected(&vit, &images, &masks, &chosen, false);
@@ -90,9 +96,7 @@ fn selected_tokens_equal_the_full_forward_pass_with_and_without_registers() {
 
 #[test]
 fn drop_path_drops_the_same_samples_as_the_full_forward_pass() {
-    let _generator = seeded(2);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let vit = Vit::new(&vs.root(), &config(1, 0.5)).unwrap();
+    let (_generator, _vs, vit) = model(2, config(1, 0.5));
     let (images, masks, chosen) = inputs();
     tch::manual_seed(9);
     let [cls, patches] = full(&vit, &images, &masks, &chosen, true);
@@ -109,9 +113,7 @@ fn drop_path_drops_the_same_samples_as_the_full_forward_pass() {
 
 #[test]
 fn gradients_equal_those_of_the_full_forward_pass() {
-    let _generator = seeded(3);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let vit = Vit::new(&vs.root(), &config(0, 0.0)).unwrap();
+    let (_generator, vs, vit) = model(3, config(0, 0.0));
     let (images, masks, chosen) = inputs();
     let weights = [
         Tensor::randn([BATCH, 32], (Kind::Float, Device::Cpu)),
@@ -134,9 +136,7 @@ fn gradients_equal_those_of_the_full_forward_pass() {
 
 #[test]
 fn patch_indices_outside_the_batch_are_an_error() {
-    let _generator = seeded(4);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let vit = Vit::new(&vs.root(), &config(0, 0.0)).unwrap();
+    let (_generator, _vs, vit) = model(4, config(0, 0.0));
     let (images, masks, _) = inputs();
     for bad in [BATCH * PATCHES, -1] {
         let chosen = Tensor::from_slice(&[0i64, bad]);
