@@ -11,7 +11,8 @@ at::DeviceType device_type(int device) { return device == 1 ? at::kCUDA : at::kC
 extern "C" {
 
 // Turns bfloat16 autocast on for `device` (0 CPU, 1 CUDA) and enters one nesting level. The
-// previous state goes to `was_enabled` and `was_dtype` (libtorch's scalar type code). Returns 0, or -1 when libtorch refused.
+// previous state goes to `was_enabled` and `was_dtype` (libtorch's scalar type code). Returns 0,
+// or -1 when libtorch refused.
 int dinoflow_autocast_enter(int device, int* was_enabled, int* was_dtype) {
   try {
     auto type = device_type(device);
