@@ -130,7 +130,7 @@ stages:
   vectors:
     kind: embed@1
     inputs: {{images: informative.kept}}
-    with: {{descriptor: {{block: 16, window: 0.3, weighting: flat}}}}
+    with: {{descriptor: {{block: 16, window: 0.3, weighting: flat, trim_borders: false}}, mirrored: false}}
     resources: {{memory_gb: 1}}
   unique:
     kind: dedup@1

@@ -59,30 +59,52 @@ pub mod embeddings {
     pub const ID: &str = "id";
     /// The vector: `FixedSizeList<Float32>` of the model's dimension.
     pub const EMBEDDING: &str = "embedding";
+    /// Optional: the vector of the horizontally mirrored image, same type as `embedding`. Dedup
+    /// compares each image with the others' mirrored vectors, so mirrored copies are found.
+    pub const MIRRORED: &str = "mirrored";
 }
 
-/// The embeddings schema for vectors of `dim` values.
-pub fn embeddings_schema(dim: i32) -> SchemaRef {
-    Arc::new(Schema::new(vec![
+fn vector_field(name: &str, dim: i32) -> Field {
+    Field::new(
+        name,
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim),
+        false,
+    )
+}
+
+/// The embeddings schema for vectors of `dim` values, with the `mirrored` column when `mirrored`.
+pub fn embeddings_schema(dim: i32, mirrored: bool) -> SchemaRef {
+    let mut fields = vec![
         Field::new(embeddings::ID, DataType::Utf8, false),
-        Field::new(
-            embeddings::EMBEDDING,
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim),
-            false,
-        ),
-    ]))
+        vector_field(embeddings::EMBEDDING, dim),
+    ];
+    if mirrored {
+        fields.push(vector_field(embeddings::MIRRORED, dim));
+    }
+    Arc::new(Schema::new(fields))
 }
 
-/// Builds a batch of the embeddings schema from ids and their row-major vectors (`ids.len() × dim`).
+/// Builds a batch of the embeddings schema from ids and their row-major vectors (`ids.len() × dim`),
+/// and optionally the mirrored images' vectors (same shape).
 pub fn embeddings_batch(
     ids: ArrayRef,
     vectors: Vec<f32>,
+    mirrored: Option<Vec<f32>>,
     dim: i32,
 ) -> Result<RecordBatch, ArrowError> {
-    let values = Arc::new(arrow_array::Float32Array::from(vectors));
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let list = arrow_array::FixedSizeListArray::try_new(item, dim, values, None)?;
-    RecordBatch::try_new(embeddings_schema(dim), vec![ids, Arc::new(list)])
+    let list = |values: Vec<f32>| -> Result<ArrayRef, ArrowError> {
+        let values = Arc::new(arrow_array::Float32Array::from(values));
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        Ok(Arc::new(arrow_array::FixedSizeListArray::try_new(
+            item, dim, values, None,
+        )?))
+    };
+    let schema = embeddings_schema(dim, mirrored.is_some());
+    let mut columns = vec![ids, list(vectors)?];
+    if let Some(m) = mirrored {
+        columns.push(list(m)?);
+    }
+    RecordBatch::try_new(schema, columns)
 }
 
 /// The errors schema: `source`, `file_size`, `error`.

@@ -40,6 +40,18 @@ pub struct EmbedConfig {
     /// ViT only: which tokens make the vector.
     #[serde(default)]
     pub features: Features,
+    /// Also write each image's horizontally mirrored vector (the `mirrored` column), so dedup
+    /// finds mirrored copies. Default: on for the descriptor (where it costs nothing: mirroring
+    /// flips the sign of the odd horizontal frequencies), off for a ViT (a second forward pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<bool>,
+}
+
+impl EmbedConfig {
+    /// Whether the stage writes the `mirrored` column.
+    pub fn writes_mirrored(&self) -> bool {
+        self.mirrored.unwrap_or(self.model == ModelSpec::Dct)
+    }
 }
 
 fn default_batch_size() -> usize {

@@ -11,6 +11,9 @@
 //! 1. **Grey.** RGB is converted to luma (`0.299 R + 0.587 G + 0.114 B`,
 //!    kept as `f32`); grey input is used as is. The weights sum to 1, so a grey
 //!    image gives the same descriptor whether it comes as 1 or 3 channels.
+//!    With `trim_borders` (the default), uniform borders are then cut off
+//!    ([`crate::borders`]), so framed or padded copies describe like their
+//!    originals.
 //! 2. **Resize** to a fixed [`GRID`]×[`GRID`] (32×32) square with an
 //!    antialiased tent (bilinear) convolution from `fast_image_resize`, whose
 //!    support widens with the scale factor so every source pixel contributes
@@ -62,7 +65,13 @@
 //! * **Colour**: only luma is used, so colour changes that keep the luma do
 //!   not matter.
 //!
-//! It is *not* invariant to flips, rotations, large crops or heavy overlays,
+//! * **Borders and padding** added around an image are trimmed first.
+//! * **Mirroring** is not absorbed by the descriptor itself, but
+//!   [`DctDescriptor::mirror`] gives the mirrored image's descriptor exactly
+//!   and at no cost; the embed stage writes it beside the descriptor so dedup
+//!   compares both orientations.
+//!
+//! It is *not* invariant to vertical flips, rotations, large crops or heavy overlays,
 //! and, being a global low-frequency summary, it rates different photos of
 //! the same scene taken a moment apart (video frames, stereo pairs,
 //! calibration series) about as similar as true copies.
@@ -77,6 +86,8 @@
 //! images must test for the zero vector themselves.
 
 use std::sync::OnceLock;
+
+use crate::borders::{content_window, crop};
 
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
@@ -106,6 +117,15 @@ pub struct DctParams {
     /// How the coefficients are weighted before normalisation.
     #[serde(default)]
     pub weighting: Weighting,
+    /// Trim uniform borders (added frames, padding, letterboxing) before describing
+    /// ([`crate::borders`]). Off for sets whose images share a plain background on purpose
+    /// (Fashion-MNIST's black), where trimming would only magnify the objects.
+    #[serde(default = "default_trim_borders")]
+    pub trim_borders: bool,
+}
+
+fn default_trim_borders() -> bool {
+    true
 }
 
 fn default_block() -> usize {
@@ -121,6 +141,7 @@ impl Default for DctParams {
             block: default_block(),
             window: default_window(),
             weighting: Weighting::default(),
+            trim_borders: default_trim_borders(),
         }
     }
 }
@@ -201,6 +222,8 @@ pub struct DctDescriptor {
     window: Vec<f32>,
     /// Weight of each kept coefficient, in output order (`block² − 1`).
     weights: Vec<f32>,
+    /// Whether uniform borders are trimmed first.
+    trim_borders: bool,
 }
 
 impl DctDescriptor {
@@ -264,7 +287,21 @@ impl DctDescriptor {
             dct,
             window,
             weights,
+            trim_borders: params.trim_borders,
         })
+    }
+
+    /// The descriptor of the horizontally mirrored image, from the descriptor `desc` of the image:
+    /// mirroring multiplies DCT coefficient `(u, v)` by `(−1)^v`, and the window, the mean and
+    /// the weights are symmetric, so this equals describing the mirrored pixels (up to rounding in
+    /// the resize).
+    pub fn mirror(&self, desc: &[f32]) -> Vec<f32> {
+        (0..self.block)
+            .flat_map(|u| (0..self.block).map(move |v| (u, v)))
+            .filter(|&uv| uv != (0, 0))
+            .zip(desc)
+            .map(|((_, v), &x)| if v % 2 == 1 { -x } else { x })
+            .collect()
     }
 
     /// Number of entries in a descriptor (`block² − 1`).
@@ -323,7 +360,16 @@ impl DctDescriptor {
                 })
                 .collect()
         };
-        let thumb = thumbnail(&grey, width, height)?;
+        let thumb = if self.trim_borders {
+            let window = content_window(&grey, width, height);
+            if window.width == width && window.height == height {
+                thumbnail(&grey, width, height)?
+            } else {
+                thumbnail(&crop(&grey, width, window), window.width, window.height)?
+            }
+        } else {
+            thumbnail(&grey, width, height)?
+        };
         Ok(self.describe_thumbnail(&thumb))
     }
 

@@ -49,13 +49,43 @@ impl Embedder {
         }
     }
 
-    /// The vectors of the batch's rows, row-major (`rows × dim`), L2-normalised when `unit`.
-    pub fn embed(&self, batch: &RecordBatch, unit: bool) -> Result<Vec<f32>, EmbedError> {
+    /// The vectors of the batch's rows, row-major (`rows × dim`), L2-normalised when `unit`; with
+    /// `mirrored`, also those of the horizontally mirrored images.
+    pub fn embed(
+        &self,
+        batch: &RecordBatch,
+        unit: bool,
+        mirrored: bool,
+    ) -> Result<Embedded, EmbedError> {
         match self {
-            Self::Dct(descriptor, pool) => pool.install(|| dct_batch(descriptor, batch)),
-            Self::Vit(v) => v.embed(batch, unit),
+            Self::Dct(descriptor, pool) => {
+                let vectors = pool.install(|| dct_batch(descriptor, batch))?;
+                let mirrored = mirrored.then(|| {
+                    vectors
+                        .chunks_exact(descriptor.dim())
+                        .flat_map(|v| descriptor.mirror(v))
+                        .collect()
+                });
+                Ok(Embedded { vectors, mirrored })
+            }
+            Self::Vit(v) => Ok(Embedded {
+                vectors: v.embed(batch, unit, false)?,
+                mirrored: if mirrored {
+                    Some(v.embed(batch, unit, true)?)
+                } else {
+                    None
+                },
+            }),
         }
     }
+}
+
+/// The vectors of one batch of images.
+pub struct Embedded {
+    /// Row-major, `rows × dim`.
+    pub vectors: Vec<f32>,
+    /// Those of the horizontally mirrored images, when asked for.
+    pub mirrored: Option<Vec<f32>>,
 }
 
 fn dct_batch(descriptor: &DctDescriptor, batch: &RecordBatch) -> Result<Vec<f32>, EmbedError> {
@@ -98,9 +128,12 @@ fn dct_batch(descriptor: &DctDescriptor, batch: &RecordBatch) -> Result<Vec<f32>
 }
 
 impl VitEmbedder {
-    fn embed(&self, batch: &RecordBatch, unit: bool) -> Result<Vec<f32>, EmbedError> {
+    fn embed(&self, batch: &RecordBatch, unit: bool, mirror: bool) -> Result<Vec<f32>, EmbedError> {
         let device = self.model.vs.device();
-        let x = images_to_tensor(batch, &self.transform, device)?;
+        let mut x = images_to_tensor(batch, &self.transform, device)?;
+        if mirror {
+            x = x.flip([3i64].as_slice());
+        }
         let (mean, std) = MultiCropConfig::dinov2().normalization(self.transform.channels);
         let x = normalize(&x, &mean, &std)
             .map_err(VisionError::from)?

@@ -1,7 +1,9 @@
 //! The `embed` stage: one vector per image of an images dataset, from the built-in copy-detection
 //! descriptor, a ViT from a preset (with a safetensors file or randomly initialised), or the ViT
-//! artifact of a training stage. Output: the embeddings dataset (`id`, `embedding`).
+//! artifact of a training stage. Output: the embeddings dataset (`id`, `embedding`, and `mirrored`
+//! when configured).
 
+pub mod borders;
 mod config;
 pub mod descriptor;
 mod embedder;
@@ -23,7 +25,7 @@ use futures::TryStreamExt;
 use crate::descriptor::DctDescriptor;
 
 pub use config::{EmbedConfig, Features, ModelSpec, VitSpec};
-pub use embedder::{Embedder, VitEmbedder};
+pub use embedder::{Embedded, Embedder, VitEmbedder};
 
 /// The file name of the model inside a ViT artifact (written by pretrain and distill).
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -77,7 +79,8 @@ impl Stage for Embed {
     }
     fn version(&self) -> semver::Version {
         // 1.1.0: one task per input shard, outputs under tasks/NNNNN/.
-        semver::Version::new(1, 1, 0)
+        // 1.2.0: the descriptor trims uniform borders; the `mirrored` column.
+        semver::Version::new(1, 2, 0)
     }
     fn shards_by(&self) -> Option<&'static str> {
         Some("images")
@@ -168,7 +171,8 @@ impl Stage for Embed {
         let dim = embedder.dim();
         let input = ctx.input_dataset("images")?;
         let bar = ctx.progress(Some(input.rows()), "images");
-        let mut writer = ctx.dataset_writer("embeddings", embeddings_schema(dim as i32));
+        let mirrored = config.writes_mirrored();
+        let mut writer = ctx.dataset_writer("embeddings", embeddings_schema(dim as i32, mirrored));
         let mut stream = std::pin::pin!(input.batches(config.batch_size.max(1)));
         let unit = config.normalize;
         while let Some(batch) = stream.try_next().await? {
@@ -177,14 +181,14 @@ impl Stage for Embed {
             })?;
             let rows = batch.num_rows() as u64;
             let (back, vectors) = tokio::task::spawn_blocking(move || {
-                let v = embedder.embed(&batch, unit);
+                let v = embedder.embed(&batch, unit, mirrored);
                 (embedder, v)
             })
             .await
             .map_err(|e| failed(EmbedError::Worker(e.to_string())))?;
             embedder = back;
-            let out =
-                embeddings_batch(ids, vectors.map_err(failed)?, dim as i32).map_err(failed)?;
+            let Embedded { vectors, mirrored } = vectors.map_err(failed)?;
+            let out = embeddings_batch(ids, vectors, mirrored, dim as i32).map_err(failed)?;
             writer.write(&out).await?;
             bar.inc(rows);
         }

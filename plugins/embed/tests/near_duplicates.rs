@@ -398,6 +398,7 @@ fn descriptor_parameters() {
         block: 16,
         window: 0.3,
         weighting: Weighting::Flat,
+        ..DctParams::default()
     };
     let fine = DctDescriptor::new(&fine).expect("valid");
     let v = fine.describe(&grey, w, h, 1).unwrap();
@@ -408,6 +409,7 @@ fn descriptor_parameters() {
         block: 16,
         window: 0.3,
         weighting: Weighting::Coarse,
+        ..DctParams::default()
     })
     .unwrap()
     .describe(&grey, w, h, 1)
@@ -424,9 +426,67 @@ fn descriptor_parameters() {
             block,
             window,
             weighting: Weighting::Coarse,
+            ..DctParams::default()
         })
         .expect_err("out of range");
         let msg = err.to_string();
         assert!(msg.contains(&format!("`{what}`")), "{msg}");
     }
+}
+
+#[test]
+fn the_mirrored_descriptor_equals_describing_the_mirrored_photo() {
+    let descriptor = DctDescriptor::new(&DctParams::default()).expect("defaults are valid");
+    let mut asymmetric = 0;
+    for path in photo_paths().iter().take(20) {
+        let img = load(path);
+        let mirrored = image::imageops::flip_horizontal(&img);
+        let describe = |im: &RgbImage| {
+            descriptor
+                .describe(im.as_raw(), im.width(), im.height(), 3)
+                .unwrap()
+        };
+        let (v, m) = (describe(&img), describe(&mirrored));
+        let from_v = descriptor.mirror(&v);
+        assert!(
+            dot(&from_v, &m) > 0.999,
+            "{}: {}",
+            path.display(),
+            dot(&from_v, &m)
+        );
+        asymmetric += usize::from(dot(&v, &m) < 0.9);
+    }
+    // Not a trivial equality: for most photos mirroring changes the descriptor.
+    assert!(
+        asymmetric >= 10,
+        "only {asymmetric} of 20 photos change when mirrored"
+    );
+}
+
+#[test]
+fn photos_with_added_borders_describe_like_their_originals() {
+    let photos = photo_paths();
+    let mut scores = Vec::new();
+    for (i, path) in photos.iter().enumerate() {
+        let img = load(path);
+        let (w, h) = (img.width(), img.height());
+        let colour = [[255u8, 255, 255], [0, 0, 0], [90, 140, 200]][i % 3];
+        let (bx, by) = (w / 8, h / 6);
+        let mut framed = RgbImage::from_pixel(w + 2 * bx, h + 2 * by, image::Rgb(colour));
+        image::imageops::overlay(&mut framed, &img, i64::from(bx), i64::from(by));
+        let framed = reencode_jpeg(&DynamicImage::ImageRgb8(framed), 85).to_rgb8();
+        scores.push((
+            dot(&describe_rgb(&img), &describe_rgb(&framed)),
+            path.clone(),
+        ));
+    }
+    scores.sort_by(|a, b| a.0.total_cmp(&b.0));
+    eprintln!("lowest bordered-copy cosines: {:?}", &scores[..5]);
+    // The default dedup threshold is 0.93.
+    let found = scores.iter().filter(|(s, _)| *s > 0.93).count();
+    assert!(
+        found as f64 >= 0.95 * scores.len() as f64,
+        "{found} of {} bordered copies above 0.93",
+        scores.len()
+    );
 }
