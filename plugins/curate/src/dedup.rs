@@ -1,31 +1,32 @@
-//! The `dedup` stage (dinov2.md §1.1): a kNN graph over the pool's copy-detection vectors, edges
-//! above a cosine threshold, connected components with union-find, one representative per
-//! component; with `against`, every component that reaches an evaluation image (at the stricter
-//! `against_threshold`) is dropped whole. With `verify`, pairs of the graph above a lower
-//! candidate cosine are also copies when their pixels align ([`crate::verify`]).
+//! The `dedup` stage (dinov2.md §1.1): a kNN graph over the pool's copy-detection vectors (and
+//! their mirrored vectors) proposes pairs, a pair above the cosine threshold or whose pixels align
+//! (`verify`) is a link ([`crate::links`]), and every removed row is linked directly to the row
+//! kept for it ([`crate::groups`]: components that chain distinct pictures are split). With
+//! `against`, every component that reaches an evaluation image (at the stricter
+//! `against_threshold`) is dropped whole. Embeddings that cannot tell images apart, and results
+//! that would remove more than `max_removed` of the pool, fail instead ([`crate::safety`]).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{Float32Builder, StringBuilder};
-use arrow_array::cast::AsArray;
-use arrow_array::types::{UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use dinoflow_engine::{
     Port, PortType, Resources, Stage, StageContext, StageError, async_trait, semver,
 };
-use dinoflow_storage::schemas::images;
 use dinoflow_vision::DeviceChoice;
 use dinoflow_vision::tch::Tensor;
 use futures::TryStreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::unionfind::UnionFind;
+use crate::groups::{Grouping, Removal, Target, remove_copies, remove_evaluation_overlap};
+use crate::links::Candidates;
+use crate::rows::{Row, check_alignment, read_rows, same_rows};
+use crate::safety::{check_distinct, check_share};
 use crate::vectors::{Vectors, read_vectors};
-use crate::verify::{Pixels, VerifyConfig, aligned_similarity, read_pixels};
-use crate::{CurateError, failed, neighbours};
+use crate::verify::{Pixels, VerifyConfig, read_pixels};
+use crate::{CurateError, failed};
 
 /// Configuration of the `dedup` stage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -34,8 +35,9 @@ pub struct DedupConfig {
     /// Neighbours per image in the kNN graph (the paper: 64).
     #[serde(default = "default_k")]
     pub k: usize,
-    /// Cosine similarity above which two pool images are copies (the paper: 0.6 for SSCD; use
-    /// 0.93 with the built-in `dct` descriptor, see the workflow reference).
+    /// Cosine similarity above which two pool images are copies. The default, 0.93, suits the
+    /// built-in `dct` descriptor on photos; the paper used 0.6 with SSCD (see the workflow
+    /// reference).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
     /// Cosine similarity above which an image is linked to an evaluation image or to another pool
@@ -50,6 +52,11 @@ pub struct DedupConfig {
     /// small zoom and shift, reach `verify.threshold`. With `against`, it needs `against_images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyConfig>,
+    /// The largest share of the pool (0 to 1) that may be removed as copies: a result above it
+    /// fails with an explanation and writes nothing. With 1, embeddings that cannot tell images
+    /// apart are accepted too.
+    #[serde(default = "default_max_removed")]
+    pub max_removed: f64,
     /// Where the search runs.
     #[serde(default)]
     pub device: DeviceChoice,
@@ -59,7 +66,10 @@ fn default_k() -> usize {
     64
 }
 fn default_threshold() -> f64 {
-    0.6
+    0.93
+}
+fn default_max_removed() -> f64 {
+    0.5
 }
 fn default_against_threshold() -> f64 {
     0.45
@@ -85,31 +95,13 @@ pub fn duplicates_schema() -> SchemaRef {
         Field::new("representative", DataType::Utf8, false),
         Field::new("similarity", DataType::Float32, false),
         Field::new("reason", DataType::Utf8, false),
+        Field::new("basis", DataType::Utf8, false),
     ]))
 }
 
 /// The `dedup` stage kind.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Dedup;
-
-/// What dedup needs to know about each image row.
-struct Row {
-    id: String,
-    source: String,
-    pixels: u64,
-    file_size: u64,
-}
-
-/// Why a row is dropped: `(index of the row or evaluation image it duplicates, similarity, reason)`.
-type Drop = Option<(DropTarget, f32)>;
-
-#[derive(Clone, Copy)]
-enum DropTarget {
-    /// A pool row that is kept instead.
-    Pool(usize),
-    /// An evaluation image in the same component.
-    Evaluation(usize),
-}
 
 #[async_trait]
 impl Stage for Dedup {
@@ -119,11 +111,12 @@ impl Stage for Dedup {
         "dedup"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        semver::Version::new(1, 1, 0)
     }
     fn description(&self) -> &'static str {
-        "near-duplicate removal: kNN graph, cosine threshold, connected components, one image kept \
-         per component; components touching an evaluation set are dropped"
+        "near-duplicate removal: kNN graph (both orientations), cosine threshold or pixel \
+         verification, every removed image a direct copy of the one kept for it; components \
+         touching an evaluation set are dropped"
     }
     fn inputs(&self) -> Vec<Port> {
         vec![
@@ -155,7 +148,8 @@ impl Stage for Dedup {
             Port::new(
                 "duplicates",
                 PortType::Dataset("duplicates"),
-                "id, source, representative (kept row or evaluation image), similarity, reason",
+                "id, source, representative (kept row or evaluation image), similarity, reason, \
+                 basis (descriptor, mirrored, aligned pixels or component)",
             ),
         ]
     }
@@ -192,6 +186,7 @@ impl Stage for Dedup {
             }
             None => None,
         };
+        check_distinct(&pool.data, config.threshold, config.max_removed).map_err(failed)?;
         let cfg = config.clone();
         let cpus = ctx.cpus;
         let (decided, against_ids, rows) = tokio::task::spawn_blocking(move || {
@@ -202,35 +197,45 @@ impl Stage for Dedup {
         .await
         .map_err(|e| failed(CurateError::Worker(e.to_string())))?;
         let Decided {
-            drops,
-            components,
+            removals,
+            grouping,
             verified,
         } = decided.map_err(failed)?;
+        let evaluation = removals
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Some(Removal {
+                        target: Target::Evaluation(_),
+                        ..
+                    })
+                )
+            })
+            .count();
+        let kept = removals.iter().filter(|r| r.is_none()).count();
+        let duplicates = rows.len() - kept - evaluation;
+        check_share(duplicates, rows.len(), config.max_removed).map_err(failed)?;
 
-        let keep: Vec<bool> = drops.iter().map(Option::is_none).collect();
+        let keep: Vec<bool> = removals.iter().map(Option::is_none).collect();
         write_kept(ctx, &keep).await?;
-        let out = duplicates_batch(&rows, &drops, against_ids.as_deref().unwrap_or(&[]))
+        let out = duplicates_batch(&rows, &removals, against_ids.as_deref().unwrap_or(&[]))
             .map_err(failed)?;
         let mut writer = ctx.dataset_writer("duplicates", duplicates_schema());
         if out.num_rows() > 0 {
             writer.write(&out).await?;
         }
         ctx.finish_dataset("duplicates", writer).await?;
-        let evaluation = drops
-            .iter()
-            .filter(|d| matches!(d, Some((DropTarget::Evaluation(_), _))))
-            .count();
         ctx.metric("rows", rows.len() as u64);
-        ctx.metric("kept", keep.iter().filter(|k| **k).count() as u64);
-        ctx.metric(
-            "duplicates",
-            (drops.len() - keep.iter().filter(|k| **k).count() - evaluation) as u64,
-        );
+        ctx.metric("kept", kept as u64);
+        ctx.metric("duplicates", duplicates as u64);
         ctx.metric("evaluation_overlap", evaluation as u64);
-        ctx.metric("components", components as u64);
-        if let Some(v) = verified {
-            ctx.metric("verified_pairs", v.pairs as u64);
-            ctx.metric("verified_copies", v.copies as u64);
+        ctx.metric("groups", grouping.groups as u64);
+        ctx.metric("components", grouping.components as u64);
+        ctx.metric("split_components", grouping.split_components as u64);
+        if let Some((pairs, copies)) = verified {
+            ctx.metric("verified_pairs", pairs as u64);
+            ctx.metric("verified_copies", copies as u64);
         }
         Ok(())
     }
@@ -243,6 +248,12 @@ fn check_config(c: &DedupConfig) -> Result<(), CurateError> {
     if c.k == 0 {
         return Err(CurateError::Config("k must be at least 1".into()));
     }
+    if !(c.max_removed > 0.0 && c.max_removed <= 1.0) {
+        return Err(CurateError::Config(format!(
+            "max_removed {} is a share of the pool: it must be in (0, 1]",
+            c.max_removed
+        )));
+    }
     for (name, v) in [
         ("threshold", c.threshold),
         ("against_threshold", c.against_threshold),
@@ -252,85 +263,6 @@ fn check_config(c: &DedupConfig) -> Result<(), CurateError> {
                 "{name} {v} is a cosine similarity: it must be in [-1, 1]"
             )));
         }
-    }
-    Ok(())
-}
-
-/// Reads the id, source, size and file size of every image row.
-async fn read_rows(ctx: &StageContext) -> Result<Vec<Row>, StageError> {
-    let dataset = ctx.input_dataset("images")?;
-    let mut rows = Vec::with_capacity(dataset.rows() as usize);
-    let mut stream = std::pin::pin!(dataset.batches(65_536));
-    while let Some(batch) = stream.try_next().await? {
-        let col = |name: &str| {
-            batch.column_by_name(name).cloned().ok_or_else(|| {
-                failed(CurateError::Input(format!(
-                    "the images have no `{name}` column"
-                )))
-            })
-        };
-        let (id, source) = (col(images::ID)?, col(images::SOURCE)?);
-        let (width, height, size) = (
-            col(images::WIDTH)?,
-            col(images::HEIGHT)?,
-            col(images::FILE_SIZE)?,
-        );
-        let text = |a: &ArrayRef, n: &str| {
-            a.as_string_opt::<i32>()
-                .cloned()
-                .ok_or_else(|| failed(CurateError::Input(format!("`{n}` is not text"))))
-        };
-        let (id, source) = (text(&id, "id")?, text(&source, "source")?);
-        let u32s = |a: &ArrayRef, n: &str| {
-            a.as_primitive_opt::<UInt32Type>()
-                .cloned()
-                .ok_or_else(|| failed(CurateError::Input(format!("`{n}` is not uint32"))))
-        };
-        let (width, height) = (u32s(&width, "width")?, u32s(&height, "height")?);
-        let size = size
-            .as_primitive_opt::<UInt64Type>()
-            .cloned()
-            .ok_or_else(|| failed(CurateError::Input("`file_size` is not uint64".into())))?;
-        for i in 0..batch.num_rows() {
-            rows.push(Row {
-                id: id.value(i).to_string(),
-                source: source.value(i).to_string(),
-                pixels: u64::from(width.value(i)) * u64::from(height.value(i)),
-                file_size: size.value(i),
-            });
-        }
-    }
-    Ok(rows)
-}
-
-fn check_alignment(pool: &Vectors, rows: &[Row]) -> Result<(), CurateError> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    same_rows(&pool.ids, &ids, "embeddings", "images")
-}
-
-/// Checks that the vectors on port `vectors` were computed from the images on port `images`, row
-/// by row.
-fn same_rows<S: AsRef<str>>(
-    vector_ids: &[String],
-    image_ids: &[S],
-    vectors: &str,
-    images: &str,
-) -> Result<(), CurateError> {
-    let fix =
-        format!("connect `{vectors}` to an embed stage whose input is the `{images}` dataset");
-    if vector_ids.len() != image_ids.len() {
-        return Err(CurateError::Input(format!(
-            "`{vectors}` has {} rows and `{images}` {}: {fix}",
-            vector_ids.len(),
-            image_ids.len()
-        )));
-    }
-    if let Some(i) = (0..image_ids.len()).find(|&i| vector_ids[i] != image_ids[i].as_ref()) {
-        return Err(CurateError::Input(format!(
-            "row {i}: `{vectors}` id {} but `{images}` id {}: {fix}",
-            vector_ids[i],
-            image_ids[i].as_ref()
-        )));
     }
     Ok(())
 }
@@ -362,20 +294,12 @@ async fn read_all_pixels(
 
 /// What [`decide`] found.
 struct Decided {
-    /// Each row's fate.
-    drops: Vec<Drop>,
-    /// Components among the rows not dropped for the evaluation set.
-    components: usize,
-    /// With `verify`: pairs verified and how many of them aligned.
-    verified: Option<Verified>,
-}
-
-/// The outcome of geometric verification.
-struct Verified {
-    /// Candidate pairs whose pixels were compared.
-    pairs: usize,
-    /// Those whose aligned pixels reached the threshold.
-    copies: usize,
+    /// Each row's removal, if removed.
+    removals: Vec<Option<Removal>>,
+    /// How the rows not removed for the evaluation set fell into groups.
+    grouping: Grouping,
+    /// With `verify`: pairs whose pixels were compared, and how many of them aligned.
+    verified: Option<(usize, usize)>,
 }
 
 /// Decides each row's fate. `pixels` (with `verify`) holds the pool's rows, then the evaluation
@@ -388,112 +312,55 @@ fn decide(
     rows: &[Row],
 ) -> Result<Decided, CurateError> {
     let n = pool.len();
-    let mut drops: Vec<Drop> = vec![None; n];
+    let mut removals: Vec<Option<Removal>> = vec![None; n];
     if n == 0 {
         return Ok(Decided {
-            drops,
-            components: 0,
+            removals,
+            grouping: remove_copies(&[], &[], &mut []),
             verified: None,
         });
     }
     let k = config.k.min(n.saturating_sub(1)).max(1);
-    let graph = neighbours(&pool.data, &pool.data, k, true)?;
     let against = against.filter(|a| !a.is_empty());
-    // Evaluation image e is vertex n + e.
-    let cross = match against {
-        Some(eval) => Some(neighbours(&eval.data, &pool.data, config.k.min(n), false)?),
-        None => None,
-    };
-    let cross_edges = || {
-        cross
-            .iter()
-            .flat_map(|c| c.edges())
-            .map(move |(e, i, s)| (n + e, i, s))
-    };
-
-    let (aligned, verified) = match (&config.verify, pixels) {
+    let mut candidates = Candidates::collect(pool, against, k)?;
+    let verified = match (&config.verify, pixels) {
         (Some(v), Some(pixels)) => {
-            let mut pairs: Vec<(usize, usize)> = graph
-                .edges()
-                .chain(cross_edges())
-                .filter(|&(_, _, s)| f64::from(s) > v.candidates)
-                .map(|(a, b, _)| (a.min(b), a.max(b)))
-                .collect();
-            pairs.sort_unstable();
-            pairs.dedup();
-            let scores = aligned_similarity(pixels, &pairs, v)?;
-            let aligned: HashSet<(usize, usize)> = pairs
-                .iter()
-                .zip(&scores)
-                .filter(|(_, s)| f64::from(**s) > v.threshold)
-                .map(|(p, _)| *p)
-                .collect();
-            let verified = Verified {
-                pairs: pairs.len(),
-                copies: aligned.len(),
-            };
-            (aligned, Some(verified))
+            candidates.verify(pixels, v)?;
+            Some((candidates.verified_pairs, candidates.aligned_pairs))
         }
-        _ => (HashSet::new(), None),
-    };
-    let linked = |a: usize, b: usize, s: f32, threshold: f64| {
-        f64::from(s) > threshold || aligned.contains(&(a.min(b), a.max(b)))
+        _ => None,
     };
 
-    // Components that touch the evaluation set, at the stricter threshold.
     if let Some(eval) = against {
-        let m = eval.len();
-        let mut uf = UnionFind::new(n + m);
-        for (a, b, s) in graph.edges().chain(cross_edges()) {
-            if linked(a, b, s, config.against_threshold) {
-                uf.union(a, b);
-            }
-        }
-        let mut eval_of_root = HashMap::new();
-        for e in 0..m {
-            eval_of_root.entry(uf.find(n + e)).or_insert(e);
-        }
-        for (i, drop) in drops.iter_mut().enumerate() {
-            if let Some(&e) = eval_of_root.get(&uf.find(i)) {
-                *drop = Some((DropTarget::Evaluation(e), dot(&pool.data, i, &eval.data, e)));
-            }
-        }
+        remove_evaluation_overlap(
+            n,
+            eval.len(),
+            &candidates.linked(config.against_threshold),
+            |i, e| dot(&pool.data, i, &eval.data, e),
+            &mut removals,
+        );
     }
 
-    // Self-dedup among the remaining rows.
-    let mut uf = UnionFind::new(n);
-    for (i, j, s) in graph.edges() {
-        if linked(i, j, s, config.threshold) && drops[i].is_none() && drops[j].is_none() {
-            uf.union(i, j);
-        }
+    let mut order: Vec<usize> = (0..n).collect();
+    match config.keep {
+        KeepRule::First => {}
+        KeepRule::Largest => order.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(rows[i].pixels),
+                std::cmp::Reverse(rows[i].file_size),
+                i,
+            )
+        }),
     }
-    let better = |a: usize, b: usize| match config.keep {
-        KeepRule::First => a < b,
-        KeepRule::Largest => {
-            (rows[a].pixels, rows[a].file_size, std::cmp::Reverse(a))
-                > (rows[b].pixels, rows[b].file_size, std::cmp::Reverse(b))
-        }
-    };
-    let mut best: HashMap<usize, usize> = HashMap::new();
-    for i in (0..n).filter(|&i| drops[i].is_none()) {
-        let root = uf.find(i);
-        let entry = best.entry(root).or_insert(i);
-        if better(i, *entry) {
-            *entry = i;
-        }
-    }
-    for i in 0..n {
-        if drops[i].is_some() {
-            continue;
-        }
-        let rep = best[&uf.find(i)];
-        if rep != i {
-            drops[i] = Some((DropTarget::Pool(rep), dot(&pool.data, i, &pool.data, rep)));
-        }
-    }
+    let pool_links: Vec<_> = candidates
+        .linked(config.threshold)
+        .into_iter()
+        .filter(|&(a, b, _)| a < n && b < n)
+        .collect();
+    let grouping = remove_copies(&order, &pool_links, &mut removals);
     Ok(Decided {
-        drops,
-        components: best.len(),
+        removals,
+        grouping,
         verified,
     })
 }
@@ -522,7 +389,7 @@ async fn write_kept(ctx: &StageContext, keep: &[bool]) -> Result<(), StageError>
 
 fn duplicates_batch(
     rows: &[Row],
-    drops: &[Drop],
+    removals: &[Option<Removal>],
     eval_ids: &[String],
 ) -> Result<RecordBatch, CurateError> {
     let mut id = StringBuilder::new();
@@ -530,21 +397,25 @@ fn duplicates_batch(
     let mut rep = StringBuilder::new();
     let mut sim = Float32Builder::new();
     let mut reason = StringBuilder::new();
-    for (row, drop) in rows.iter().zip(drops) {
-        let Some((target, s)) = drop else { continue };
+    let mut basis = StringBuilder::new();
+    for (row, removal) in rows.iter().zip(removals) {
+        let Some(Removal { target, evidence }) = removal else {
+            continue;
+        };
         id.append_value(&row.id);
         source.append_value(&row.source);
         match target {
-            DropTarget::Pool(r) => {
+            Target::Pool(r) => {
                 rep.append_value(&rows[*r].id);
                 reason.append_value("duplicate");
             }
-            DropTarget::Evaluation(e) => {
+            Target::Evaluation(e) => {
                 rep.append_value(eval_ids.get(*e).map(String::as_str).unwrap_or_default());
                 reason.append_value("evaluation");
             }
         }
-        sim.append_value(*s);
+        sim.append_value(evidence.score);
+        basis.append_value(evidence.basis.name());
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
@@ -552,6 +423,7 @@ fn duplicates_batch(
         Arc::new(rep.finish()),
         Arc::new(sim.finish()),
         Arc::new(reason.finish()),
+        Arc::new(basis.finish()),
     ];
     Ok(RecordBatch::try_new(duplicates_schema(), columns)?)
 }

@@ -2,7 +2,11 @@
 //! evaluation sets) and `retrieval` (from curated seeds into an uncurated pool).
 
 mod dedup;
+mod groups;
+mod links;
 mod retrieval;
+mod rows;
+mod safety;
 mod unionfind;
 mod vectors;
 mod verify;
@@ -38,6 +42,40 @@ pub enum CurateError {
     /// A worker thread failed.
     #[error("worker: {0}")]
     Worker(String),
+    /// The embeddings rate a typical pair of images as copies.
+    #[error(
+        "the embeddings do not tell images apart: the average pair of the {rows} images has cosine \
+         similarity {mean:.4}, at or above {limit} (a randomly initialised or collapsed model does \
+         this), so dedup would remove nearly everything; embed with the built-in `model: dct` \
+         descriptor or a trained model, or set `max_removed: 1.0` if the images really are copies \
+         of one another"
+    )]
+    Indistinct {
+        /// Rows with a nonzero vector.
+        rows: usize,
+        /// Their mean pairwise cosine similarity.
+        mean: f64,
+        /// The similarity at which the stage refuses.
+        limit: f64,
+    },
+    /// Dedup would remove a larger share of the pool than allowed.
+    #[error(
+        "dedup would remove {removed} of {rows} images ({percent:.1} %) as copies, more than \
+         `max_removed` ({max_percent:.0} %); nothing was written. A threshold too low for the \
+         descriptor (the built-in `dct` needs about 0.93) or a model that maps many images to \
+         one place does this; raise `threshold`, or set `max_removed` higher if the pool really \
+         is mostly copies"
+    )]
+    RemovesTooMuch {
+        /// Rows that would be removed as copies.
+        removed: usize,
+        /// Rows in the pool.
+        rows: usize,
+        /// `removed` as a percentage of `rows`.
+        percent: f64,
+        /// `max_removed` as a percentage.
+        max_percent: f64,
+    },
 }
 
 impl CurateError {

@@ -17,6 +17,8 @@ pub struct Vectors {
     pub ids: Vec<String>,
     /// The vectors, one row per id.
     pub data: Tensor,
+    /// The mirrored images' vectors, same shape, when the dataset has the `mirrored` column.
+    pub mirrored: Option<Tensor>,
 }
 
 impl Vectors {
@@ -31,53 +33,71 @@ impl Vectors {
     }
 }
 
-/// Reads the whole embeddings dataset on input `port` onto `device` (N·D·4 bytes of memory).
+/// Reads the whole embeddings dataset on input `port` onto `device` (N·D·4 bytes of memory, twice
+/// that with mirrored vectors).
 pub async fn read_vectors(
     ctx: &StageContext,
     port: &str,
     device: Device,
 ) -> Result<Vectors, StageError> {
     let dataset = ctx.input_dataset(port)?;
+    let has_mirrored = dataset
+        .schema()
+        .column_with_name(embeddings::MIRRORED)
+        .is_some();
     let mut ids = Vec::with_capacity(dataset.rows() as usize);
     let mut values: Vec<f32> = Vec::new();
+    let mut mirrored: Vec<f32> = Vec::new();
     let mut dim: Option<usize> = None;
     let mut stream = std::pin::pin!(dataset.batches(65_536));
     while let Some(batch) = stream.try_next().await? {
-        let d = append_batch(&batch, &mut ids, &mut values)
-            .map_err(|e| StageError::failed(e.on_port(port)))?;
-        dim = Some(d);
+        let on_port = |e: CurateError| StageError::failed(e.on_port(port));
+        let id = batch
+            .column_by_name(embeddings::ID)
+            .and_then(|c| c.as_string_opt::<i32>().cloned())
+            .ok_or_else(|| {
+                on_port(CurateError::Input(
+                    "no `id` text column: is this an embeddings dataset?".into(),
+                ))
+            })?;
+        ids.extend(id.iter().map(|s| s.unwrap_or_default().to_string()));
+        dim = Some(append_column(&batch, embeddings::EMBEDDING, &mut values).map_err(on_port)?);
+        if has_mirrored {
+            append_column(&batch, embeddings::MIRRORED, &mut mirrored).map_err(on_port)?;
+        }
     }
     let d = dim.unwrap_or(0) as i64;
     let n = ids.len() as i64;
-    let data = Tensor::from_slice(&values).view([n, d]).to_device(device);
-    Ok(Vectors { ids, data })
+    let tensor = |v: &[f32]| Tensor::from_slice(v).view([n, d]).to_device(device);
+    Ok(Vectors {
+        data: tensor(&values),
+        mirrored: has_mirrored.then(|| tensor(&mirrored)),
+        ids,
+    })
 }
 
-/// Appends one embeddings batch; returns the vector dimension.
-fn append_batch(
+/// Appends the vectors of one fixed-size-list column of a batch; returns the vector dimension.
+fn append_column(
     batch: &RecordBatch,
-    ids: &mut Vec<String>,
+    name: &str,
     values: &mut Vec<f32>,
 ) -> Result<usize, CurateError> {
-    let bad = |m: &str| CurateError::Input(m.to_string());
-    let id = batch
-        .column_by_name(embeddings::ID)
-        .and_then(|c| c.as_string_opt::<i32>().cloned())
-        .ok_or_else(|| bad("no `id` text column: is this an embeddings dataset?"))?;
+    let bad = |m: String| CurateError::Input(m);
     let list = batch
-        .column_by_name(embeddings::EMBEDDING)
+        .column_by_name(name)
         .and_then(|c| c.as_fixed_size_list_opt().cloned())
         .ok_or_else(|| {
-            bad("no `embedding` fixed-size-list column: is this an embeddings dataset?")
+            bad(format!(
+                "no `{name}` fixed-size-list column: is this an embeddings dataset?"
+            ))
         })?;
     let floats = list
         .values()
         .as_primitive_opt::<Float32Type>()
-        .ok_or_else(|| bad("`embedding` does not hold float32 values"))?;
+        .ok_or_else(|| bad(format!("`{name}` does not hold float32 values")))?;
     if list.null_count() > 0 || floats.null_count() > 0 {
-        return Err(bad("`embedding` has missing values"));
+        return Err(bad(format!("`{name}` has missing values")));
     }
-    ids.extend(id.iter().map(|s| s.unwrap_or_default().to_string()));
     if list.is_empty() {
         return Ok(list.value_length() as usize);
     }
