@@ -206,7 +206,13 @@ fn report_of_a_real_run_renders_in_chromium_with_every_section() {
         assert_eq!(count(&s, "images_loaded"), images, "{id}: broken images");
         assert_eq!(count(&s, "images_visible"), images, "{id}: hidden images");
     }
-    assert!(text_of(&section("duplicates")).contains("kept"));
+    let duplicates = text_of(&section("duplicates"));
+    assert!(duplicates.contains("kept"), "{duplicates}");
+    // Each of the 6 removed copies says why: its similarity and the basis (JPEG and resized
+    // copies: the descriptor, or the mirrored vector for a nearly symmetric photo).
+    let reasons =
+        duplicates.matches(" descriptor").count() + duplicates.matches(" mirrored").count();
+    assert!(reasons >= 6, "{duplicates}");
     assert!(text_of(&section("retrieval")).contains("seed"));
 
     let training = section("training");

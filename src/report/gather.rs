@@ -64,6 +64,8 @@ pub struct Shown {
     pub thumb: Option<Thumb>,
     /// Cosine similarity to the group's representative or query, when known.
     pub similarity: Option<f32>,
+    /// What the similarity measures, when dedup says (`descriptor`, `mirrored`, ...).
+    pub basis: Option<String>,
 }
 
 /// A component of copies: the image kept (or the evaluation image matched) and the dropped ones.
@@ -303,8 +305,8 @@ fn floats(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f32>>> {
     Ok(column.iter().collect())
 }
 
-/// The members of a duplicate group: (id, similarity to the representative).
-type Members = Vec<(String, f32)>;
+/// The members of a duplicate group: (id, similarity to the representative, its basis).
+type Members = Vec<(String, f32, Option<String>)>;
 
 /// Groups the rows of dedup's `duplicates` output by representative and shows the largest.
 async fn duplicate_section(
@@ -322,11 +324,21 @@ async fn duplicate_section(
         let reps = strings(&batch, "representative")?;
         let reasons = strings(&batch, "reason")?;
         let sims = floats(&batch, "similarity")?;
+        // Written by dedup 1.1 and later.
+        let bases = batch
+            .column_by_name("basis")
+            .is_some()
+            .then(|| strings(&batch, "basis"))
+            .transpose()?;
         for (row, sim) in sims.into_iter().enumerate() {
             groups
                 .entry((reps.value(row).to_string(), reasons.value(row).to_string()))
                 .or_default()
-                .push((ids.value(row).to_string(), sim.unwrap_or(f32::NAN)));
+                .push((
+                    ids.value(row).to_string(),
+                    sim.unwrap_or(f32::NAN),
+                    bases.map(|b| b.value(row).to_string()),
+                ));
         }
     }
     let mut by_reason: BTreeMap<String, Vec<(String, Members)>> = BTreeMap::new();
@@ -349,15 +361,20 @@ async fn duplicate_section(
     let wanted: BTreeSet<String> = chosen
         .iter()
         .flat_map(|(_, rep, members)| {
-            std::iter::once(rep.clone())
-                .chain(members.iter().take(MEMBERS_SHOWN).map(|(id, _)| id.clone()))
+            std::iter::once(rep.clone()).chain(
+                members
+                    .iter()
+                    .take(MEMBERS_SHOWN)
+                    .map(|(id, _, _)| id.clone()),
+            )
         })
         .collect();
     let found = thumbs::find(image_sets, &wanted).await;
-    let shown = |id: &str, similarity: Option<f32>| Shown {
+    let shown = |id: &str, similarity: Option<f32>, basis: Option<String>| Shown {
         id: id.to_string(),
         thumb: found.get(id).cloned(),
         similarity,
+        basis,
     };
     Ok(DuplicateSection {
         stage: stage.to_string(),
@@ -367,12 +384,12 @@ async fn duplicate_section(
             .into_iter()
             .map(|(reason, rep, members)| DuplicateGroup {
                 reason,
-                representative: shown(&rep, None),
+                representative: shown(&rep, None, None),
                 total_members: members.len(),
                 members: members
                     .iter()
                     .take(MEMBERS_SHOWN)
-                    .map(|(id, sim)| shown(id, Some(*sim)))
+                    .map(|(id, sim, basis)| shown(id, Some(*sim), basis.clone()))
                     .collect(),
             })
             .collect(),
@@ -440,6 +457,7 @@ async fn retrieval_section(
                         thumb: found.get(&id).cloned(),
                         id,
                         similarity,
+                        basis: None,
                     })
                     .collect(),
             })

@@ -245,6 +245,14 @@ fn similarity(s: Option<f32>) -> String {
     s.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
 }
 
+/// Why a duplicate was removed: its similarity and what it measures.
+fn removal_caption(m: &Shown) -> String {
+    match &m.basis {
+        Some(basis) => format!("{} {basis}", similarity(m.similarity)),
+        None => similarity(m.similarity),
+    }
+}
+
 fn duplicates(d: &DuplicateSection) -> Markup {
     html! {
         h3 { (d.stage) }
@@ -254,12 +262,12 @@ fn duplicates(d: &DuplicateSection) -> Markup {
                 @if i > 0 { " and " }
                 (n) " " (reason) " group" @if *n != 1 { "s" }
             }
-            ". The largest groups: the representative (kept, or the evaluation image matched), then the dropped members with their cosine similarity."
+            ". The largest groups: the representative (kept, or the evaluation image matched), then the dropped members with the similarity that decided and its basis (descriptor, mirrored, aligned pixels or component)."
         }
         @for g in &d.groups {
             div class=(format!("group dup-group reason-{}", g.reason)) {
                 div class="head" { (figure(&g.representative, if g.reason == "evaluation" { "evaluation image" } else { "kept" })) }
-                @for m in &g.members { (figure(m, &similarity(m.similarity))) }
+                @for m in &g.members { (figure(m, &removal_caption(m))) }
                 @if g.total_members > g.members.len() { span class="muted" { "+" (g.total_members - g.members.len()) " more" } }
             }
         }
@@ -274,7 +282,7 @@ fn retrieval(r: &RetrievalSection) -> Markup {
             div class="group retrieval-group" {
                 div class="head" {
                     @match &g.thumb {
-                        Some(_) => (figure(&Shown { id: g.query.clone(), thumb: g.thumb.clone(), similarity: None }, "seed")),
+                        Some(_) => (figure(&Shown { id: g.query.clone(), thumb: g.thumb.clone(), similarity: None, basis: None }, "seed")),
                         None => figure { div class="missing" { (g.query) } figcaption { "query" } },
                     }
                 }
