@@ -101,3 +101,9 @@ for i in 1 2 3; do
   s=$(date +%s.%N); "$BIN" run workflows/ingest-fashion-mnist.yaml --store "$tmp/demo" >/dev/null 2>&1; e=$(date +%s.%N)
   $PY -c "print($e-$s)"
 done | sort -n | head -1 | $PY -c 'import sys; print(f"  cached re-run {float(sys.stdin.read())*1000:.1f} ms")'
+
+echo "== copy detection on photos: dinoflow dedup (defaults) vs PDQ and pHash, same files (bench/copydetect.py)"
+for set in a b; do
+  $PY bench/copydetect.py "$set" "$tmp/copydetect-$set" "$BIN" | sed 's/^/  /'
+  cp "$tmp/copydetect-$set/scores.json" "bench/out/copydetect-$set.json"
+done

@@ -47,12 +47,13 @@ fi
 # 3. Python venv with torch (libtorch for tch) and the benchmark/test peers.
 # selenium drives Debian's chromium in the report's browser test; moto[server] is the local S3
 # server of the S3 store test.
-PY_PACKAGES=(torch==2.11.0 pyarrow pillow numpy faiss-cpu timm safetensors selenium "moto[server]")
+# pdqhash (Meta's PDQ) and imagehash (pHash) are the copy-detection peers of bench/copydetect.py.
+PY_PACKAGES=(torch==2.11.0 pyarrow pillow numpy faiss-cpu timm safetensors selenium "moto[server]" pdqhash imagehash)
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import torch, pyarrow, PIL, numpy, faiss, timm, safetensors, selenium, moto, boto3; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
+if ! .venv/bin/python -c 'import torch, pyarrow, PIL, numpy, faiss, timm, safetensors, selenium, moto, boto3, pdqhash, imagehash; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
   log "pip install ${PY_PACKAGES[*]}"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "${PY_PACKAGES[@]}"
