@@ -206,7 +206,11 @@ impl FilterHost {
                 source: e,
             };
             std::fs::create_dir_all(&self.cache_dir).map_err(cache_err)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per call: tests (and stages) in one process may compile the same plugin at
+            // once, and a shared temporary name lets one rename the other's file away.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
             std::fs::write(&tmp, bytes).map_err(cache_err)?;
             std::fs::rename(&tmp, &path).map_err(cache_err)?;
         }
