@@ -364,6 +364,15 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "threshold 1.5 is a cosine similarity",
     ),
     (
+        "dedup_max_removed_out_of_range",
+        concat!(
+            head!(),
+            "  v:\n    kind: embed@1\n    inputs: {images: a}\n  d:\n    kind: dedup@1\n    inputs: {images: a, embeddings: v}\n    with: {max_removed: 0}\n"
+        ),
+        "12:5",
+        "max_removed 0 is a share of the pool: it must be in (0, 1]",
+    ),
+    (
         "zero_batch",
         concat!(
             head!(),
