@@ -186,7 +186,6 @@ impl Stage for Dedup {
             }
             None => None,
         };
-        check_distinct(&pool.data, config.threshold, config.max_removed).map_err(failed)?;
         let cfg = config.clone();
         let cpus = ctx.cpus;
         let (decided, against_ids, rows) = tokio::task::spawn_blocking(move || {
@@ -302,8 +301,8 @@ struct Decided {
     verified: Option<(usize, usize)>,
 }
 
-/// Decides each row's fate. `pixels` (with `verify`) holds the pool's rows, then the evaluation
-/// images' rows.
+/// Decides each row's fate, or refuses embeddings that cannot tell images apart. `pixels` (with
+/// `verify`) holds the pool's rows, then the evaluation images' rows.
 fn decide(
     config: &DedupConfig,
     pool: &Vectors,
@@ -311,6 +310,8 @@ fn decide(
     pixels: Option<&Tensor>,
     rows: &[Row],
 ) -> Result<Decided, CurateError> {
+    // On this (the stage's libtorch) thread, before any search.
+    check_distinct(&pool.data, config.threshold, config.max_removed)?;
     let n = pool.len();
     let mut removals: Vec<Option<Removal>> = vec![None; n];
     if n == 0 {
