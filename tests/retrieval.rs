@@ -1,11 +1,11 @@
 //! The retrieval stage on real Fashion-MNIST vectors: `sample` equals a brute-force numpy search,
-//! `cluster` and `hierarchical` respect their quotas.
+//! `cluster` and `hierarchical` respect their quotas, `random` matches the size it is given.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::{fingerprint, python_json, run_workflow};
+use common::{fingerprint, python_json, run_failed, run_workflow, write_workflow};
 
 const TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 const TEST: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
@@ -45,7 +45,7 @@ print(json.dumps({
 fn retrieval_modes_on_fashion_mnist() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "name: r\nstages:\n  seed_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TRAIN}}}}}, limit: 150}}\n  pool_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TEST}}}}}, limit: 4000}}\n  seeds:\n    kind: embed\n    inputs: {{images: seed_images}}\n  pool:\n    kind: embed\n    inputs: {{images: pool_images}}\n  sample:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, seeds: seeds}}\n    with: {{mode: {{sample: {{per_seed: 4}}}}}}\n  cluster:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, seeds: seeds}}\n    with: {{mode: {{cluster: {{clusters: 20, min_seeds: 3, per_cluster: 60, cap: 500}}}}}}\n  balanced:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool}}\n    with: {{mode: {{hierarchical: {{levels: [40, 8], target: 400, resampling_steps: 2}}}}}}\n"
+        "name: r\nstages:\n  seed_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TRAIN}}}}}, limit: 150}}\n  pool_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TEST}}}}}, limit: 4000}}\n  seeds:\n    kind: embed\n    inputs: {{images: seed_images}}\n  pool:\n    kind: embed\n    inputs: {{images: pool_images}}\n  sample:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, seeds: seeds}}\n    with: {{mode: {{sample: {{per_seed: 4}}}}}}\n  cluster:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, seeds: seeds}}\n    with: {{mode: {{cluster: {{clusters: 20, min_seeds: 3, per_cluster: 60, cap: 500}}}}}}\n  balanced:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool}}\n    with: {{mode: {{hierarchical: {{levels: [40, 8], target: 400, resampling_steps: 2}}}}}}\n  uncurated:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool, like: sample}}\n    with: {{mode: {{random: {{seed: 3}}}}}}\n  counted:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool}}\n    with: {{mode: {{random: {{count: 250, seed: 4}}}}}}\n"
     );
     let report = run_workflow(dir.path(), &yaml);
     let store = dir.path().join("store");
@@ -125,5 +125,41 @@ fn retrieval_modes_on_fashion_mnist() {
         clusters.len() >= 35,
         "only {} of 40 level-1 clusters represented",
         clusters.len()
+    );
+
+    // random: as many distinct rows as the `like` input (the sample above) or `count`, labelled
+    // `random`, without a similarity, spread over the whole pool rather than its start.
+    let sampled = check("sample")["got"].as_array().unwrap().len();
+    for (stage, size) in [("uncurated", sampled), ("counted", 250)] {
+        let r = check(stage);
+        let got = r["got"].as_array().unwrap();
+        let rows: std::collections::BTreeSet<u64> = got
+            .iter()
+            .map(|g| r["pool_index"][g[0].as_str().unwrap()].as_u64().unwrap())
+            .collect();
+        assert_eq!(rows.len(), size, "{stage}: {} distinct rows", rows.len());
+        assert!(
+            got.iter().all(|g| g[1] == "random" && g[2].is_null()),
+            "{stage}"
+        );
+        let late = rows.iter().filter(|&&row| row >= 2000).count();
+        assert!(
+            late * 4 >= size && late * 4 <= 3 * size,
+            "{stage}: {late} of {size} rows from the pool's second half"
+        );
+    }
+}
+
+#[test]
+fn random_retrieval_without_a_size_names_what_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: r\nstages:\n  pool_images:\n    kind: ingest\n    with: {{source: {{idx: {{images: {TEST}}}}}, limit: 100}}\n  pool:\n    kind: embed\n    inputs: {{images: pool_images}}\n  uncurated:\n    kind: retrieval\n    inputs: {{images: pool_images, pool: pool}}\n    with: {{mode: {{random: {{}}}}}}\n"
+    );
+    let wf = write_workflow(dir.path(), "wf.yaml", &yaml);
+    let output = run_failed(&wf, &dir.path().join("store"));
+    assert!(
+        output.contains("uncurated") && output.contains("`count` or the `like` input"),
+        "{output}"
     );
 }

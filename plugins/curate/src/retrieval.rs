@@ -1,7 +1,7 @@
 //! The `retrieval` stage (dinov2.md §1.1–1.2): pulls images from an uncurated pool towards curated
 //! seeds, by nearest neighbours per seed (`sample`), by k-means clusters that hold enough seeds
-//! (`cluster`), or balances the pool with hierarchical k-means (`hierarchical`). Each output row
-//! says what retrieved it.
+//! (`cluster`), or balances the pool with hierarchical k-means (`hierarchical`); `random` is the
+//! uncurated baseline of the same size. Each output row says what retrieved it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +91,17 @@ pub enum Mode {
         #[serde(default)]
         seed: u64,
     },
+    /// The uncurated baseline (the paper's "uncurated data of the same size"): pool images
+    /// uniformly at random, `count` of them or, without `count`, as many as the `like` input has
+    /// rows (the curated set it is compared with).
+    Random {
+        /// Images to take (all of the pool when larger); omit to match the `like` input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
+        /// Seed of the sampling.
+        #[serde(default)]
+        seed: u64,
+    },
 }
 
 fn default_min_seeds() -> usize {
@@ -126,11 +137,12 @@ impl Stage for Retrieval {
         "retrieval"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 0, 0)
+        semver::Version::new(1, 1, 0)
     }
     fn description(&self) -> &'static str {
-        "retrieves pool images near curated seeds (nearest neighbours or k-means clusters) or \
-         balances the pool with hierarchical k-means"
+        "retrieves pool images near curated seeds (nearest neighbours or k-means clusters), \
+         balances the pool with hierarchical k-means, or samples it at random (the uncurated \
+         baseline)"
     }
     fn inputs(&self) -> Vec<Port> {
         vec![
@@ -144,6 +156,11 @@ impl Stage for Retrieval {
                 "seeds",
                 PortType::Dataset("embeddings"),
                 "vectors of the curated seed images (sample and cluster modes)",
+            ),
+            Port::optional(
+                "like",
+                PortType::Dataset("images"),
+                "random mode without `count`: the dataset whose row count the sample matches",
             ),
         ]
     }
@@ -164,18 +181,21 @@ impl Stage for Retrieval {
 
     async fn run(&self, config: &RetrievalConfig, ctx: &StageContext) -> Result<(), StageError> {
         let device = config.device.resolve().map_err(failed)?;
-        let needs_seeds = !matches!(config.mode, Mode::Hierarchical { .. });
+        let needs_seeds = matches!(config.mode, Mode::Sample { .. } | Mode::Cluster { .. });
         if needs_seeds && ctx.input("seeds").is_none() {
             return Err(failed(CurateError::Config(
                 "this mode needs the `seeds` input (the curated images' vectors)".into(),
             )));
+        }
+        let mut mode = config.mode.clone();
+        if let Mode::Random { count, .. } = &mut mode {
+            *count = Some(random_count(*count, ctx)?);
         }
         let pool = read_vectors(ctx, "pool", device).await?;
         let seeds = match ctx.input("seeds") {
             Some(_) => Some(read_vectors(ctx, "seeds", device).await?),
             None => None,
         };
-        let mode = config.mode.clone();
         let cpus = ctx.cpus;
         let (picked, pool_ids) = tokio::task::spawn_blocking(move || {
             dinoflow_vision::tch::set_num_threads(cpus.min(i32::MAX as usize) as i32);
@@ -321,8 +341,31 @@ fn choose(
                 picked.insert(*row as usize, (format!("cluster:{c}"), None));
             }
         }
+        Mode::Random { count, seed } => {
+            let count = count.ok_or_else(|| CurateError::Config("no sample size".into()))?;
+            let mut rows: Vec<usize> = (0..pool.len()).collect();
+            shuffle(&mut rows, *seed);
+            for row in rows.into_iter().take(count) {
+                picked.insert(row, ("random".to_string(), None));
+            }
+        }
     }
     Ok(picked)
+}
+
+/// The random mode's sample size: `count`, or the row count of the `like` input.
+fn random_count(count: Option<usize>, ctx: &StageContext) -> Result<usize, StageError> {
+    match (count, ctx.input("like").is_some()) {
+        (Some(_), true) => Err(failed(CurateError::Config(
+            "random mode has both `count` and the `like` input: keep one".into(),
+        ))),
+        (Some(n), false) => Ok(n),
+        (None, true) => Ok(ctx.input_dataset("like")?.rows() as usize),
+        (None, false) => Err(failed(CurateError::Config(
+            "random mode needs `count` or the `like` input (the dataset whose size it matches)"
+                .into(),
+        ))),
+    }
 }
 
 fn to_i64(t: &Tensor) -> Result<Vec<i64>, CurateError> {
