@@ -382,6 +382,96 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "`batch_size` is 0; it must be at least 2",
     ),
     (
+        "phase_from_out_of_range",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 1.5, global_size: 32}]}\n"
+        ),
+        "9:5",
+        "`phases[0].from`: 1.5 is outside (0, 1)",
+    ),
+    (
+        "phases_out_of_order",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.8, global_size: 32}, {from: 0.5, global_size: 36}]}\n"
+        ),
+        "9:5",
+        "`phases[1].from`: 0.5 is not after `phases[0].from` 0.8",
+    ),
+    (
+        "phases_at_the_same_iteration",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 10, phases: [{from: 0.51, global_size: 32}, {from: 0.55, global_size: 36}]}\n"
+        ),
+        "9:5",
+        "`phases[1].from`: 0.55 begins at iteration 6 of 10, as `phases[0]` does",
+    ),
+    (
+        "phase_after_the_last_iteration",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.9, global_size: 32}]}\n"
+        ),
+        "9:5",
+        "`phases[0].from`: 0.9 begins at iteration 8 of 8, after the last one",
+    ),
+    (
+        "phase_global_size_off_the_patch_grid",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.5, global_size: 30}]}\n"
+        ),
+        "9:5",
+        "`phases[0].global_size`: 30 px is not a positive multiple of the patch size 4: use 28 or 32",
+    ),
+    (
+        "phase_global_size_under_the_blur_kernel",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.5, global_size: 4}]}\n"
+        ),
+        "9:5",
+        "`phases[0].global_size`: 4 px is too small for the blur kernel of `crops.global[0]` (9",
+    ),
+    (
+        "phase_local_size_off_the_patch_grid",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.5, global_size: 32, local_size: 14}]}\n"
+        ),
+        "9:5",
+        "`phases[0].local_size`: 14 px is not a positive multiple of the patch size 4: use 12 or 16",
+    ),
+    (
+        "phase_local_size_under_the_blur_kernel",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.5, global_size: 32, local_size: 4}]}\n"
+        ),
+        "9:5",
+        "`phases[0].local_size`: 4 px is too small for the blur kernel of `crops.local` (9",
+    ),
+    (
+        "phase_unknown_field",
+        concat!(
+            head!(),
+            "  p:\n    kind: pretrain@1\n    inputs: {images: a}\n    with: {preset: tiny-28, steps: 8, phases: [{from: 0.5, size: 32}]}\n"
+        ),
+        "9:5",
+        "(at `with.phases[0].size`): unknown field `size`, expected one of `from`, `global_size`, `local_size`",
+    ),
+    (
+        "distill_phase_out_of_range",
+        concat!(
+            head!(),
+            "  d:\n    kind: distill@1\n    inputs: {images: a}\n    with: {student: {preset: tiny-28, steps: 8, phases: [{from: 0, global_size: 32}]}}\n"
+        ),
+        "9:5",
+        "`student`: `phases[0].from`: 0 is outside (0, 1)",
+    ),
+    (
         "unknown_preset_name",
         concat!(
             head!(),

@@ -1,7 +1,8 @@
 //! The pretrain stage through the CLI: a run killed (SIGKILL) after a checkpoint resumes from it
-//! and ends with exactly the weights of an uninterrupted run; its model feeds `embed`; bfloat16
-//! autocast trains and stores a float32 model; bad configurations fail naming the stage and the
-//! field.
+//! and ends with exactly the weights of an uninterrupted run, also when it goes through a
+//! resolution phase and is killed before or after the phase change; its model feeds `embed`;
+//! bfloat16 autocast trains and stores a float32 model; bad configurations fail naming the stage
+//! and the field.
 
 mod common;
 
@@ -156,6 +157,143 @@ fn killed_pretrain_resumes_to_the_same_weights() {
     );
     assert_eq!(a["outputs"]["metrics"]["rows"], 8);
     assert_eq!(stage_report(&resumed, "vectors")["rows"]["embeddings"], 512);
+}
+
+/// A tiny model (patch 4, 2 blocks of width 32) whose global crops grow from 12 to 20 px for the
+/// last 3 of 8 iterations (from iteration ceil(0.6 · 8) = 5), with a checkpoint every 2: those
+/// after 2 and 4 iterations come before the phase change, the one after 6 after it.
+const PHASED: &str = "name: phase-test
+stages:
+  train:
+    kind: ingest@1
+    with:
+      source:
+        idx:
+          images: /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+      limit: 256
+  dino:
+    kind: pretrain@1
+    inputs: {images: train}
+    with:
+      preset: tiny-28
+      embed_dim: 32
+      depth: 2
+      num_heads: 2
+      steps: 8
+      batch_size: 32
+      local_crops: 2
+      crops: {global: [{size: 12}, {size: 12}], local: {size: 8, scale: [0.05, 0.32]}}
+      phases: [{from: 0.6, global_size: 20}]
+      checkpoint_every: 2
+      seed: 3
+      objective: {head: {prototypes: 64, hidden_dim: 32, bottleneck_dim: 16}}
+";
+
+/// Runs `wf` on one thread into a fresh `store` and kills it (SIGKILL) once its newest
+/// checkpoint is one of `wanted`. Returns that checkpoint, or `None` when the run got past
+/// `wanted` or committed stage `fingerprint` first: polling can miss the checkpoints of a run
+/// this small.
+fn kill_at_checkpoint(
+    wf: &str,
+    store: &Path,
+    fingerprint: &str,
+    wanted: &[usize],
+) -> Option<usize> {
+    if store.exists() {
+        std::fs::remove_dir_all(store).unwrap();
+    }
+    let last = wanted.iter().copied().max().unwrap();
+    let mut child = dinoflow()
+        .args(["--json", "run", wf, "--store", store.to_str().unwrap()])
+        .args(ONE_THREAD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let hit = loop {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        match checkpoint_step(store) {
+            Some(step) if wanted.contains(&step) => break true,
+            Some(step) if step > last => break false,
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let committed = store
+        .join("objects")
+        .join(fingerprint)
+        .join("manifest.json")
+        .exists();
+    let at = checkpoint_step(store)?;
+    (hit && !committed && wanted.contains(&at)).then_some(at)
+}
+
+/// The `resumed_from_step` metric of stage `dino` in the run of `report`.
+fn resumed_from(store: &Path, report: &serde_json::Value) -> Option<u64> {
+    let shown = json(&run(&[
+        "--json",
+        "show",
+        &report["run_id"].to_string(),
+        "--store",
+        store.to_str().unwrap(),
+    ]));
+    shown["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "dino")
+        .unwrap()["metrics"]["resumed_from_step"]
+        .as_u64()
+}
+
+#[test]
+fn a_run_killed_before_or_after_its_resolution_phase_resumes_to_the_same_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = write_workflow(dir.path(), "phased.yaml", PHASED);
+    let clean_store = dir.path().join("clean");
+    let clean = run_ok(&wf, &clean_store, ONE_THREAD);
+    let fp = fingerprint(&clean, "dino");
+    assert_eq!(stage_report(&clean, "dino")["rows"]["metrics"], 8);
+    let expected = manifest(&clean_store, &fp);
+
+    for (name, wanted) in [("before", &[2, 4][..]), ("after", &[6][..])] {
+        let store = dir.path().join(name);
+        // A kill can miss its checkpoint (the run went past it): try again, from scratch.
+        let killed_at = (0..20)
+            .find_map(|_| kill_at_checkpoint(&wf, &store, &fp, wanted))
+            .unwrap_or_else(|| panic!("never killed {name} the phase at {wanted:?}"));
+        let resumed = run_ok(&wf, &store, ONE_THREAD);
+        assert_eq!(fingerprint(&resumed, "dino"), fp);
+        assert_eq!(
+            resumed_from(&store, &resumed),
+            Some(killed_at as u64),
+            "killed {name} the phase"
+        );
+        let got = manifest(&store, &fp);
+        for port in ["model", "metrics", "monitor"] {
+            assert!(
+                expected["outputs"][port]["digest"].is_string(),
+                "{expected}"
+            );
+            assert_eq!(
+                got["outputs"][port]["digest"], expected["outputs"][port]["digest"],
+                "killed {name} the phase, after {killed_at} iterations: {port}"
+            );
+        }
+        assert_eq!(
+            got["outputs"]["model"]["files"],
+            expected["outputs"]["model"]["files"]
+        );
+    }
 }
 
 #[test]

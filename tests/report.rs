@@ -77,7 +77,12 @@ stages:
 {training}",
         pool = pool.display(),
         seeds = seeds.display(),
-        training = small_training_stages(6, ""),
+        // With the evaluation monitor: its k-NN curve is drawn beside the losses.
+        training = small_training_stages(6, "      monitor: {every: 3}\n").replacen(
+            "inputs: {images: train}",
+            "inputs: {images: train, monitor_train: train, monitor_test: test}",
+            1
+        ),
     )
 }
 
@@ -233,6 +238,11 @@ fn report_of_a_real_run_renders_in_chromium_with_every_section() {
     ] {
         assert!(charts.contains(&curve), "no {curve} chart in {charts:?}");
     }
+    let after_losses = charts
+        .iter()
+        .position(|c| *c == "ibot")
+        .map(|i| charts[i + 1]);
+    assert_eq!(after_losses, Some("monitor_knn_top1"), "{charts:?}");
 
     let evaluation = section("evaluation");
     assert_eq!(count(&evaluation, "table_rows"), 4, "{evaluation}");

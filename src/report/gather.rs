@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context, Result};
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, UInt64Type};
-use arrow_schema::DataType;
+use arrow_array::types::Float32Type;
 use dinoflow_engine::{Engine, EngineError, RunRow, StageRunRow};
 use dinoflow_storage::schemas::images;
 use dinoflow_storage::{CacheState, Dataset, Manifest, OutputKind, Store};
 use futures::TryStreamExt;
 
+use super::curves::{Curves, read_curves};
 use super::thumbs::{self, ImageDataset, Thumb};
 use crate::funnel::{self, FunnelStage};
 
@@ -23,8 +23,6 @@ const GROUPS_PER_REASON: usize = 6;
 const QUERIES_SHOWN: usize = 8;
 /// Images shown per duplicate group or query.
 const MEMBERS_SHOWN: usize = 8;
-/// Points kept per training curve (longer runs are thinned evenly).
-const CURVE_POINTS: usize = 400;
 
 /// Everything the report shows.
 pub struct RunData {
@@ -38,7 +36,8 @@ pub struct RunData {
     pub duplicates: Vec<DuplicateSection>,
     /// Sample results of each retrieval stage.
     pub retrievals: Vec<RetrievalSection>,
-    /// The curves of each training stage (an output `metrics` with a `step` column).
+    /// The curves of each training stage (an output `metrics` with a `step` column, and its
+    /// `monitor` output).
     pub curves: Vec<Curves>,
     /// The reports of the eval stages, by stage name.
     pub evaluations: BTreeMap<String, dinoflow_eval::Report>,
@@ -114,18 +113,6 @@ pub struct RetrievalSection {
     pub queries: usize,
     /// Sample queries in order of first appearance.
     pub groups: Vec<RetrievalGroup>,
-}
-
-/// The per-step values of one training stage.
-pub struct Curves {
-    /// Stage name.
-    pub stage: String,
-    /// Steps recorded.
-    pub steps: u64,
-    /// The x values (steps) of the kept points.
-    pub x: Vec<f64>,
-    /// Each float column by name, at the kept points.
-    pub series: Vec<(String, Vec<f64>)>,
 }
 
 /// Reads everything about run `id` (or the latest run for `None`).
@@ -204,7 +191,9 @@ pub async fn gather(engine: &Engine, id: Option<i64>) -> Result<RunData> {
         if let Some(d) = open(store, m, "metrics")?
             && d.schema().column_with_name("step").is_some()
         {
-            curves.push(read_curves(name, &d).await?);
+            let monitor = open(store, m, "monitor")?
+                .filter(|d| d.schema().column_with_name("step").is_some());
+            curves.push(read_curves(name, &d, monitor.as_ref()).await?);
         }
     }
     Ok(RunData {
@@ -463,74 +452,4 @@ async fn retrieval_section(
             })
             .collect(),
     })
-}
-
-/// Reads a `metrics` dataset: the `step` column and every Float64 column, thinned to
-/// [`CURVE_POINTS`] evenly spaced rows (the last row always kept).
-async fn read_curves(stage: &str, d: &Dataset) -> Result<Curves> {
-    let batches = read_all(d)
-        .await
-        .with_context(|| format!("reading the metrics of `{stage}`"))?;
-    let schema = d.schema();
-    let names: Vec<String> = schema
-        .fields()
-        .iter()
-        .filter(|f| f.data_type() == &DataType::Float64)
-        .map(|f| f.name().clone())
-        .collect();
-    let mut x = Vec::new();
-    let mut series: Vec<(String, Vec<f64>)> = names.iter().map(|n| (n.clone(), vec![])).collect();
-    for batch in &batches {
-        let steps = batch
-            .column_by_name("step")
-            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-            .with_context(|| format!("`{stage}`: the metrics' `step` column is not UInt64"))?;
-        x.extend(steps.values().iter().map(|s| *s as f64));
-        for (name, values) in &mut series {
-            let column = batch
-                .column_by_name(name)
-                .and_then(|c| c.as_primitive_opt::<Float64Type>())
-                .with_context(|| format!("`{stage}`: no metrics column `{name}`"))?;
-            values.extend(column.iter().map(|v| v.unwrap_or(f64::NAN)));
-        }
-    }
-    let steps = x.len() as u64;
-    let keep = thinned(x.len(), CURVE_POINTS);
-    let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
-    Ok(Curves {
-        stage: stage.to_string(),
-        steps,
-        x: pick(&x),
-        series: series
-            .into_iter()
-            .map(|(name, values)| {
-                let kept = pick(&values);
-                (name, kept)
-            })
-            .collect(),
-    })
-}
-
-/// Indices of at most `max` (≥ 2) evenly spaced items out of `len`, first and last included.
-fn thinned(len: usize, max: usize) -> Vec<usize> {
-    let max = max.max(2);
-    if len <= max {
-        return (0..len).collect();
-    }
-    (0..max).map(|i| i * (len - 1) / (max - 1)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thinning_keeps_the_ends_and_spaces_evenly() {
-        assert_eq!(thinned(3, 400), vec![0, 1, 2]);
-        assert_eq!(thinned(0, 400), Vec::<usize>::new());
-        assert_eq!(thinned(101, 5), vec![0, 25, 50, 75, 100]);
-        let kept = thinned(1000, 400);
-        assert_eq!((kept.len(), kept[0], kept[399]), (400, 0, 999));
-        assert!(kept.windows(2).all(|w| w[0] < w[1]));
-    }
 }

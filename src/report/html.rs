@@ -2,7 +2,8 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::gather::{Curves, DuplicateSection, RetrievalSection, RunData, Shown, StageView};
+use super::curves::Curves;
+use super::gather::{DuplicateSection, RetrievalSection, RunData, Shown, StageView};
 use super::svg;
 use crate::funnel;
 
@@ -297,7 +298,7 @@ fn curves(c: &Curves) -> Markup {
     html! {
         h3 { (c.stage) " " span class="muted" { (c.steps) " steps" } }
         div class="charts" {
-            @for (name, values) in &c.series { (svg::line_chart(name, &c.x, values)) }
+            @for s in &c.series { (svg::line_chart(&s.name, &s.x, &s.y)) }
         }
     }
 }

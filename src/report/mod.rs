@@ -1,6 +1,7 @@
 //! `dinoflow report RUN`: one self-contained HTML page per run (no external assets, no network),
 //! generated from the run database and the store only.
 
+mod curves;
 mod gather;
 mod html;
 mod svg;

@@ -66,11 +66,7 @@ impl Extractor {
                 vit.patch_size
             )));
         }
-        let transform = ImageTransform {
-            size,
-            channels: vit.in_chans,
-            crop_fraction: 1.0,
-        };
+        let transform = vit_transform(vit, size);
         let layers = layers.clamp(1, vit.depth.max(1) as usize);
         Ok(Self::Vit {
             model: Box::new(model),
@@ -163,10 +159,7 @@ impl Extractor {
             } => {
                 let device = model.vs.device();
                 let x = images_to_tensor(batch, transform, device)?;
-                let (mean, std) = MultiCropConfig::dinov2().normalization(transform.channels);
-                let x = normalize(&x, &mean, &std)
-                    .map_err(VisionError::from)?
-                    .to_kind(model.vs.kind());
+                let x = vit_input(&x, model.vs.kind())?;
                 let outs = tch::no_grad(|| model.vit.last_layers(&x, *layers))?;
                 let cls: Vec<Tensor> = outs.iter().map(|o| o.cls.to_kind(Kind::Float)).collect();
                 let last = outs
@@ -184,6 +177,33 @@ impl Extractor {
             }
         }
     }
+}
+
+/// How stored images become the input of a ViT at `size` pixels: the whole shorter side resized to
+/// `size` (bicubic, antialiased) and the centre square cut, in the model's channels (with
+/// [`images_to_tensor`]).
+pub fn vit_transform(vit: &VitConfig, size: i64) -> ImageTransform {
+    ImageTransform {
+        size,
+        channels: vit.in_chans,
+        crop_fraction: 1.0,
+    }
+}
+
+/// Images (B, C, S, S) in [0, 1], as [`images_to_tensor`] gives them with [`vit_transform`], as a
+/// ViT's input: normalised with DINOv2's (ImageNet's) mean and standard deviation for C channels,
+/// in `kind`.
+pub fn vit_input(images: &Tensor, kind: Kind) -> Result<Tensor, EvalError> {
+    if images.dim() != 4 {
+        return Err(EvalError::Shape(format!(
+            "images {:?} are not (B, C, S, S)",
+            images.size()
+        )));
+    }
+    let (mean, std) = MultiCropConfig::dinov2().normalization(images.size()[1]);
+    Ok(normalize(images, &mean, &std)
+        .map_err(VisionError::from)?
+        .to_kind(kind))
 }
 
 /// The features of a known number of rows, written batch by batch into tensors allocated once

@@ -6,6 +6,8 @@
 //! The test rows are processed in chunks so that a chunk's similarity matrix holds at most
 //! [`TILE_VALUES`] values (64 MB in float32), whatever the dataset sizes.
 
+use std::collections::BTreeMap;
+
 use dinoflow_vision::tch::{Kind, Tensor};
 
 use crate::EvalError;
@@ -122,9 +124,31 @@ pub(crate) fn accuracy(predicted: &Tensor, labels: &Tensor) -> Result<f64, EvalE
     Ok(correct as f64 / rows as f64)
 }
 
+/// Dense class indices for the labels of both splits, as [`predict`] takes them: the number of
+/// distinct labels and the train and test labels as indices into their sorted list.
+pub fn class_indices(train: &[i64], test: &[i64]) -> (i64, Vec<i64>, Vec<i64>) {
+    let mut index = BTreeMap::new();
+    for &l in train.iter().chain(test) {
+        index.insert(l, 0i64);
+    }
+    for (i, v) in index.values_mut().enumerate() {
+        *v = i as i64;
+    }
+    let map = |ls: &[i64]| ls.iter().map(|l| index[l]).collect::<Vec<_>>();
+    (index.len() as i64, map(train), map(test))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_become_dense_sorted_indices() {
+        let (classes, train, test) = class_indices(&[7, 3, 7, 100], &[3, -1]);
+        assert_eq!(classes, 4);
+        assert_eq!(train, vec![2, 1, 2, 3]);
+        assert_eq!(test, vec![1, 0]);
+    }
 
     #[test]
     fn votes_follow_the_weighted_neighbours() {

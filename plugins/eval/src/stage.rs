@@ -136,7 +136,7 @@ impl Stage for Eval {
         }
         bar.finish();
 
-        let (classes, train_y, test_y) = class_indices(&train_labels, &test_labels);
+        let (classes, train_y, test_y) = knn::class_indices(&train_labels, &test_labels);
         let metric_keys: Vec<String> = models.iter().map(|m| m.metric_key.clone()).collect();
         let cfg = config.clone();
         let rows = blocking(move || {
@@ -311,20 +311,6 @@ fn extract(
     Ok(models)
 }
 
-/// Dense class indices for the labels of both splits: the number of distinct labels and the
-/// train and test labels as indices into their sorted list.
-fn class_indices(train: &[i64], test: &[i64]) -> (i64, Vec<i64>, Vec<i64>) {
-    let mut index = BTreeMap::new();
-    for &l in train.iter().chain(test) {
-        index.insert(l, 0i64);
-    }
-    for (i, v) in index.values_mut().enumerate() {
-        *v = i as i64;
-    }
-    let map = |ls: &[i64]| ls.iter().map(|l| index[l]).collect::<Vec<_>>();
-    (index.len() as i64, map(train), map(test))
-}
-
 /// Scores one model: the k-NN classifier on the last block's cls token (the pixels for the
 /// baseline) and the linear probe over every configured input variant.
 fn score(
@@ -440,17 +426,4 @@ fn score(
         linear,
     };
     Ok((row, model.seconds + started.elapsed().as_secs_f64()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_become_dense_sorted_indices() {
-        let (classes, train, test) = class_indices(&[7, 3, 7, 100], &[3, -1]);
-        assert_eq!(classes, 4);
-        assert_eq!(train, vec![2, 1, 2, 3]);
-        assert_eq!(test, vec![1, 0]);
-    }
 }

@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::learner::ObjectiveConfig;
+use crate::monitor::MonitorConfig;
+use crate::phases::{Phase, PhasePlan};
 use crate::schedule::{CosineSchedule, OFFICIAL_EPOCH_LENGTH, scaled_lr};
 
 /// Configuration of the `pretrain` stage. Schedules are in iterations; the defaults are dinov2's,
@@ -24,6 +26,10 @@ pub struct PretrainConfig {
     /// Attention heads, overriding the preset's (must divide `embed_dim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_heads: Option<i64>,
+    /// Side of the square patches, overriding the preset's (`tiny-28`: 4, a 7×7 grid at 28 px;
+    /// 7 gives a 4×4 grid at about a third of the cost per image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<i64>,
     /// Initial LayerScale value, overriding the preset's 1e-5 (larger values let short runs
     /// move the residual branches sooner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,6 +52,12 @@ pub struct PretrainConfig {
     /// crops for `tiny-28`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crops: Option<MultiCropConfig>,
+    /// Resolution phases (dinov2's high-resolution end of training): from the fraction `from`
+    /// of `steps` on, the global crops are cut at `global_size` (and the local crops at
+    /// `local_size`, if given), the position embedding interpolated to the new patch grid.
+    /// Default: none, the sizes of `crops` throughout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
     /// Heads, loss weights, centering, clipping, layer decay.
     #[serde(default)]
     pub objective: ObjectiveConfig,
@@ -70,13 +82,25 @@ pub struct PretrainConfig {
     /// Teacher temperature warm-up (default: 30 dinov2 epochs, at most 30 % of the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_temp_warmup_steps: Option<usize>,
-    /// Iterations with the prototype layers frozen (default: one dinov2 epoch, at most 5 % of the
+    /// Iterations with the prototype layers frozen (default: one dinov2 epoch, at most 1 % of the
     /// run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze_last_layer_steps: Option<usize>,
     /// A checkpoint every this many iterations; a rerun after a crash resumes from the newest.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// Iterations a collapse condition (uniform DINO targets, or no spread of the student's
+    /// features) must hold in a row before it is reported (default: a quarter of `steps`, at
+    /// least 1). Both hold for a while at initialisation, so short episodes are normal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse_patience: Option<usize>,
+    /// Stop the stage with an error at the first collapse instead of warning (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fail_on_collapse: bool,
+    /// The in-training evaluation monitor: a k-NN of the EMA network on the first rows of the
+    /// `monitor_train` and `monitor_test` inputs every `every` iterations (connect both with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorConfig>,
     /// Seed of the initialisation, the data order, the crops and the masks.
     #[serde(default)]
     pub seed: u64,
@@ -109,6 +133,11 @@ fn default_teacher_temp() -> (f64, f64) {
 }
 fn default_checkpoint_every() -> usize {
     100
+}
+/// Leaves `fail_on_collapse: false` out of the canonical config, so that the fingerprints of
+/// configurations written before the field existed stay the same.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The schedules of a run, built from a [`PretrainConfig`].
@@ -143,6 +172,7 @@ impl PretrainConfig {
             embed_dim,
             depth: self.depth.unwrap_or(preset.depth),
             num_heads: self.num_heads.unwrap_or(preset.num_heads),
+            patch_size: self.patch_size.unwrap_or(preset.patch_size),
             ffn,
             layerscale: self.layerscale.unwrap_or(preset.layerscale),
             registers: self.registers,
@@ -152,16 +182,32 @@ impl PretrainConfig {
         }
     }
 
-    /// The multi-crop recipe in effect.
+    /// The multi-crop recipe in effect. For `tiny-28` the local crops are the smallest multiple
+    /// of the patch size from 12 px (12 px with patch 4, 14 px with patch 7).
     pub fn crops(&self) -> MultiCropConfig {
         let crops = self.crops.clone().unwrap_or_else(|| match self.preset {
-            Preset::Tiny28 => MultiCropConfig::small_28(),
+            Preset::Tiny28 => {
+                let patch = self.vit().patch_size.max(1) as u32;
+                MultiCropConfig::small_28().with_sizes(28, 12_u32.div_ceil(patch) * patch)
+            }
             _ => MultiCropConfig::dinov2(),
         });
         match self.local_crops {
             Some(n) => crops.with_n_local(n),
             None => crops,
         }
+    }
+
+    /// The crops of every stretch of the run: those of [`PretrainConfig::crops`], then those of
+    /// each phase.
+    pub fn phase_plan(&self) -> PhasePlan {
+        PhasePlan::new(&self.crops(), &self.phases, self.steps)
+    }
+
+    /// The collapse guard's patience in effect: `collapse_patience`, or a quarter of `steps`
+    /// (at least 1).
+    pub fn collapse_patience(&self) -> usize {
+        self.collapse_patience.unwrap_or((self.steps / 4).max(1))
     }
 
     /// The schedules in effect.
@@ -176,7 +222,7 @@ impl PretrainConfig {
         let lr = scaled_lr(self.base_lr, self.batch_size);
         let lr_schedule = CosineSchedule::new(lr, self.min_lr, total, warmup, 0.0, 0);
         let mut last_layer_lr = lr_schedule.clone();
-        last_layer_lr.zero_first(capped(self.freeze_last_layer_steps, 1, 0.05));
+        last_layer_lr.zero_first(capped(self.freeze_last_layer_steps, 1, 0.01));
         let temp_warmup = capped(self.teacher_temp_warmup_steps, 30, 0.3);
         Schedules {
             lr: lr_schedule,

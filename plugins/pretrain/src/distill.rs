@@ -13,7 +13,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::learner::{FrozenTeacher, ObjectiveConfig};
-use crate::stage::{TRAINING_METADATA_KEY, check, failed, run_training, training_outputs};
+use crate::monitor;
+use crate::stage::{
+    TRAINING_METADATA_KEY, check, failed, monitor_field, run_training, training_outputs,
+};
 use crate::{PretrainConfig, PretrainError};
 
 /// Configuration of the `distill` stage.
@@ -59,13 +62,13 @@ impl Stage for Distill {
         "distill"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 2, 0)
+        semver::Version::new(1, 3, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2 distillation: a student (DINO + iBOT + KoLeo, multi-crop) against a frozen teacher; the student's EMA is the model"
     }
     fn inputs(&self) -> Vec<Port> {
-        vec![
+        let mut ports = vec![
             Port::new(
                 "images",
                 PortType::Dataset("images"),
@@ -76,7 +79,9 @@ impl Stage for Distill {
                 PortType::Artifact("vit"),
                 "the teacher: a pretrain or distill output (with its heads); or set `teacher:`",
             ),
-        ]
+        ];
+        ports.extend(monitor::input_ports());
+        ports
     }
     fn outputs(&self) -> Vec<Port> {
         training_outputs(
@@ -122,6 +127,9 @@ impl Stage for Distill {
     }
 
     async fn run(&self, config: &DistillConfig, ctx: &StageContext) -> Result<(), StageError> {
+        // The monitor's inputs are checked before the teacher is read.
+        monitor::inputs(config.student.monitor.as_ref(), monitor_field(true), ctx)
+            .map_err(failed)?;
         let teacher = match (&config.teacher, ctx.input("teacher").is_some()) {
             (Some(_), true) => {
                 return Err(failed(PretrainError::Config(

@@ -520,6 +520,14 @@ impl Learner {
             .collect()
     }
 
+    /// The EMA's backbone network, whose weights [`Learner::model_backbone`] returns.
+    pub fn ema_backbone(&self) -> &Vit {
+        match &self.student_ema {
+            Some((_, ema)) => &ema.backbone,
+            None => &self.teacher.backbone,
+        }
+    }
+
     /// Teacher targets for the DINO head (swapped global crops) and for the masked patches.
     fn teacher_targets(
         &mut self,

@@ -1,39 +1,40 @@
 //! The `pretrain` stage: DINOv2 self-supervised training of a ViT on an images dataset, with
 //! checkpoints in the store and resumption after a crash.
 //!
-//! The images are loaded once (resized to the global crop size, or to 8/7 of it above 64 px) and
-//! kept on the CPU; every iteration draws its images, crops, masks and drop-path from
-//! `(seed, iteration)` alone, so a run resumed from a checkpoint continues exactly as an
-//! uninterrupted one. Checkpoints go to `checkpoints/<fingerprint>/step-NNNNNNNN.safetensors` in
-//! the store (the newest is kept) and are removed once the outputs are committed.
+//! The images are loaded once (resized to the global crop size, or to 8/7 of it above 64 px; again
+//! at a resolution phase that needs another size, [`crate::phases`]) and kept on the CPU; every
+//! iteration draws its images, crops, masks and drop-path from `(seed, iteration)` alone, so a
+//! run resumed from a checkpoint continues exactly as an uninterrupted one. Checkpoints go to `checkpoints/<fingerprint>/step-NNNNNNNN.safetensors` in
+//! the store (the newest is kept) and are removed once the outputs are committed. With
+//! `monitor:`, the EMA network's k-NN accuracy on a labelled subset is measured as it trains
+//! ([`crate::monitor`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt64Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use dinoflow_engine::{
     CHECKPOINTS, Port, PortType, ProgressBar, Resources, Stage, StageContext, StageError,
     async_trait, semver,
 };
-use dinoflow_storage::{Dataset, OutputManifest, Store};
+use dinoflow_storage::{Dataset, OutputManifest};
 use dinoflow_vision::augment::multi_crop;
 use dinoflow_vision::tch::{self, Device, Kind, Tensor};
-use dinoflow_vision::tensor::{ImageTransform, images_to_tensor};
-use dinoflow_vision::weights::{read_safetensors, safetensors_bytes};
+use dinoflow_vision::weights::safetensors_bytes;
 use dinoflow_vision::{CONFIG_METADATA_KEY, DeviceChoice, VitConfig};
-use futures::TryStreamExt;
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::PretrainError;
+use crate::checkpoint::{Checkpoint, CheckpointSink, latest_checkpoint};
+use crate::collapse::CollapseGuard;
 use crate::config::PretrainConfig;
-use crate::learner::{Batch, FrozenTeacher, Learner, StepLosses, StepValues};
+use crate::data::{StoredImages, batch_indices, seed_for};
+use crate::learner::{Batch, FrozenTeacher, Learner, StepValues};
 use crate::masking::batch_masks;
+use crate::metrics::{MetricRow, metrics_batch, metrics_schema};
+use crate::monitor::{self, Monitor, MonitorConfig, MonitorRow, monitor_batch, monitor_schema};
+use crate::phases::check_phases;
 
 /// The trained backbone (the EMA's: pretraining's teacher, distillation's student EMA; timm key
 /// names, config in the metadata): what `embed` and `eval` read.
@@ -45,99 +46,6 @@ pub const TRAINING_METADATA_KEY: &str = "dinoflow.training";
 
 /// The `pretrain` stage.
 pub struct Pretrain;
-
-/// One row of the `metrics` output: an iteration's losses, health figures and schedule values
-/// (no timings, so that the output is the same whenever the computation is: throughput goes to
-/// the run's metrics).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct MetricRow {
-    step: u64,
-    total: f64,
-    dino_local: f64,
-    dino_global: f64,
-    koleo: f64,
-    ibot: f64,
-    teacher_entropy: f64,
-    feature_std: f64,
-    lr: f64,
-    weight_decay: f64,
-    momentum: f64,
-    teacher_temp: f64,
-}
-
-impl MetricRow {
-    /// The values of [`METRIC_COLUMNS`], in that order.
-    fn values(&self) -> [f64; METRIC_COLUMNS.len()] {
-        [
-            self.total,
-            self.dino_local,
-            self.dino_global,
-            self.koleo,
-            self.ibot,
-            self.teacher_entropy,
-            self.feature_std,
-            self.lr,
-            self.weight_decay,
-            self.momentum,
-            self.teacher_temp,
-        ]
-    }
-
-    fn new(step: usize, l: &StepLosses, v: &StepValues) -> Self {
-        Self {
-            step: step as u64,
-            total: l.total,
-            dino_local: l.dino_local,
-            dino_global: l.dino_global,
-            koleo: l.koleo,
-            ibot: l.ibot,
-            teacher_entropy: l.teacher_entropy,
-            feature_std: l.feature_std,
-            lr: v.lr,
-            weight_decay: v.weight_decay,
-            momentum: v.momentum,
-            teacher_temp: v.teacher_temp,
-        }
-    }
-}
-
-/// The float columns of the `metrics` output, in the order of [`MetricRow::values`].
-const METRIC_COLUMNS: [&str; 11] = [
-    "total",
-    "dino_local",
-    "dino_global",
-    "koleo",
-    "ibot",
-    "teacher_entropy",
-    "feature_std",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "teacher_temp",
-];
-
-fn metrics_schema() -> SchemaRef {
-    let mut fields = vec![Field::new("step", DataType::UInt64, false)];
-    fields.extend(
-        METRIC_COLUMNS
-            .iter()
-            .map(|c| Field::new(*c, DataType::Float64, false)),
-    );
-    Arc::new(Schema::new(fields))
-}
-
-fn metrics_batch(rows: &[MetricRow]) -> Result<RecordBatch, PretrainError> {
-    let values: Vec<[f64; METRIC_COLUMNS.len()]> = rows.iter().map(MetricRow::values).collect();
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
-        rows.iter().map(|r| r.step),
-    ))];
-    for i in 0..METRIC_COLUMNS.len() {
-        columns.push(Arc::new(Float64Array::from_iter_values(
-            values.iter().map(|v| v[i]),
-        )));
-    }
-    RecordBatch::try_new(metrics_schema(), columns).map_err(|e| PretrainError::Shape(e.to_string()))
-}
 
 pub(crate) fn failed(e: PretrainError) -> StageError {
     StageError::failed(e)
@@ -161,6 +69,16 @@ pub(crate) fn check(config: &PretrainConfig) -> Result<(), PretrainError> {
     if config.checkpoint_every == 0 {
         return bad("`checkpoint_every` must be at least 1".into());
     }
+    if let Some(m) = &config.monitor {
+        m.check("monitor")?;
+    }
+    if config.collapse_patience == Some(0) {
+        return bad(
+            "`collapse_patience` is 0; it must be at least 1 iteration (leave it out for a \
+             quarter of `steps`)"
+                .into(),
+        );
+    }
     let crops = config.crops();
     crops
         .validate()
@@ -176,7 +94,7 @@ pub(crate) fn check(config: &PretrainConfig) -> Result<(), PretrainError> {
             ));
         }
     }
-    Ok(())
+    check_phases(&config.phases, &crops, patch, config.steps)
 }
 
 #[async_trait]
@@ -187,17 +105,19 @@ impl Stage for Pretrain {
         "pretrain"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 3, 0)
+        semver::Version::new(1, 4, 0)
     }
     fn description(&self) -> &'static str {
         "DINOv2 self-supervised training (DINO + iBOT + KoLeo, multi-crop, EMA teacher) of a ViT"
     }
     fn inputs(&self) -> Vec<Port> {
-        vec![Port::new(
+        let mut ports = vec![Port::new(
             "images",
             PortType::Dataset("images"),
             "the training images (labels unused)",
-        )]
+        )];
+        ports.extend(monitor::input_ports());
+        ports
     }
     fn outputs(&self) -> Vec<Port> {
         training_outputs(
@@ -221,14 +141,26 @@ impl Stage for Pretrain {
     }
 }
 
+/// Where a training stage's `monitor` settings are written: `monitor` (pretrain) or
+/// `student.monitor` (distill, `distilling`).
+pub(crate) fn monitor_field(distilling: bool) -> &'static str {
+    if distilling {
+        "student.monitor"
+    } else {
+        "monitor"
+    }
+}
+
 /// Trains (pretraining, or distillation when `teacher` is given), resuming from the newest
-/// checkpoint of this fingerprint, and writes the `model` and `metrics` outputs.
+/// checkpoint of this fingerprint, and writes the `model`, `metrics` and `monitor` outputs.
 pub(crate) async fn run_training(
     config: &PretrainConfig,
     ctx: &StageContext,
     teacher: Option<FrozenTeacher>,
 ) -> Result<(), StageError> {
     check(config).map_err(failed)?;
+    let field = monitor_field(teacher.is_some());
+    let monitor_inputs = monitor::inputs(config.monitor.as_ref(), field, ctx).map_err(failed)?;
     let device = config
         .device
         .resolve()
@@ -249,9 +181,13 @@ pub(crate) async fn run_training(
         teacher,
         images,
         device,
-        store: ctx.store.clone(),
-        prefix: prefix.clone(),
+        checkpoints: CheckpointSink {
+            store: ctx.store.clone(),
+            prefix: prefix.clone(),
+            handle: tokio::runtime::Handle::current(),
+        },
         resume,
+        monitor: config.monitor.clone().zip(monitor_inputs),
         bar: ctx.progress(Some(config.steps as u64), "steps"),
         handle: tokio::runtime::Handle::current(),
     };
@@ -274,6 +210,15 @@ pub(crate) async fn run_training(
         .write(&metrics_batch(&out.metrics).map_err(failed)?)
         .await?;
     ctx.finish_dataset("metrics", writer).await?;
+    let mut writer = ctx.dataset_writer(monitor::OUTPUT_PORT, monitor_schema());
+    writer
+        .write(&monitor_batch(&out.monitor).map_err(failed)?)
+        .await?;
+    ctx.finish_dataset(monitor::OUTPUT_PORT, writer).await?;
+    if let Some(last) = out.monitor.last() {
+        ctx.metric("monitor_knn_last", last.knn_top1);
+        ctx.metric("monitor_seconds", out.monitor_seconds);
+    }
     if let (Some(first), Some(last)) = (out.metrics.first(), out.metrics.last()) {
         ctx.metric("steps", config.steps as u64);
         ctx.metric("loss_first", first.total);
@@ -283,6 +228,11 @@ pub(crate) async fn run_training(
     }
     if let Some(step) = out.resumed_from {
         ctx.metric("resumed_from_step", step as u64);
+    }
+    ctx.metric("collapse_warnings", out.guard.episodes() as u64);
+    if let Some(first) = out.guard.first() {
+        ctx.metric("collapse_first_kind", first.kind.name());
+        ctx.metric("collapse_first_iteration", first.at as u64);
     }
     ctx.store.delete_prefix(&prefix).await?;
     Ok(())
@@ -295,64 +245,10 @@ pub(crate) fn training_outputs(model_doc: &'static str) -> Vec<Port> {
         Port::new(
             "metrics",
             PortType::Dataset("metrics"),
-            "one row per iteration: losses, teacher entropy, feature std, schedules, images/s",
+            "one row per iteration: losses, teacher entropy, feature std, schedules, global crop size",
         ),
+        monitor::output_port(),
     ]
-}
-
-/// Side of the stored copies the crops are cut from.
-fn base_size(config: &PretrainConfig) -> i64 {
-    let global = i64::from(config.crops().global[0].size);
-    if global <= 64 { global } else { global * 8 / 7 }
-}
-
-/// The images as one 8-bit `(N, C, S, S)` CPU tensor at [`base_size`]. Called on the training
-/// thread: libtorch work started from a second thread gets its own OpenMP pool, and with more
-/// pooled threads than cores libgomp stops spinning between parallel regions, which made every
-/// iteration about 10 % slower.
-async fn load_images(images: &Dataset, config: &PretrainConfig) -> Result<Tensor, PretrainError> {
-    let transform = ImageTransform {
-        size: base_size(config),
-        channels: config.vit().in_chans,
-        crop_fraction: 1.0,
-    };
-    let mut stream = std::pin::pin!(images.batches(1024));
-    let mut parts = Vec::new();
-    while let Some(batch) = stream
-        .try_next()
-        .await
-        .map_err(|e| PretrainError::Config(format!("reading the images input: {e}")))?
-    {
-        let t = images_to_tensor(&batch, &transform, Device::Cpu)
-            .map_err(|e| PretrainError::Config(e.to_string()))?;
-        parts.push((t * 255.0).round().to_kind(Kind::Uint8));
-    }
-    Ok(Tensor::cat(&parts, 0))
-}
-
-/// The newest checkpoint under `prefix`: its step and bytes.
-async fn latest_checkpoint(
-    store: &Store,
-    prefix: &str,
-) -> Result<Option<(usize, Bytes)>, StageError> {
-    let newest = store
-        .list(prefix)
-        .await?
-        .into_iter()
-        .filter_map(|l| {
-            let name = l.key.rsplit('/').next()?.to_string();
-            let step = name
-                .strip_prefix("step-")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
-            Some((step, l.key))
-        })
-        .max();
-    match newest {
-        Some((step, key)) => Ok(Some((step, store.get(&key).await?))),
-        None => Ok(None),
-    }
 }
 
 struct Job {
@@ -360,9 +256,10 @@ struct Job {
     teacher: Option<FrozenTeacher>,
     images: Dataset,
     device: Device,
-    store: Store,
-    prefix: String,
+    checkpoints: CheckpointSink,
     resume: Option<(usize, Bytes)>,
+    /// The monitor's settings and its train and test datasets.
+    monitor: Option<(MonitorConfig, (Dataset, Dataset))>,
     bar: Box<dyn ProgressBar>,
     handle: tokio::runtime::Handle,
 }
@@ -373,36 +270,12 @@ struct Trained {
     metrics: Vec<MetricRow>,
     images_per_s: f64,
     resumed_from: Option<usize>,
-}
-
-/// Mixes the run seed with an iteration and a purpose, so each draw has its own stream.
-fn seed_for(seed: u64, step: usize, purpose: u64) -> u64 {
-    let mut x = seed
-        ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    x ^= x >> 31;
-    x.wrapping_mul(0xBF58_476D_1CE4_E5B9)
-}
-
-/// The image indices of iteration `step`: consecutive slices of one shuffled order per epoch.
-fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<i64> {
-    let order = |epoch: usize| {
-        let mut o: Vec<i64> = (0..n as i64).collect();
-        o.shuffle(&mut ChaCha8Rng::seed_from_u64(seed_for(seed, epoch, 1)));
-        o
-    };
-    let first = step * batch;
-    let mut out = Vec::with_capacity(batch);
-    let mut epoch = first / n;
-    let mut current = order(epoch);
-    for i in first..first + batch {
-        if i / n != epoch {
-            epoch = i / n;
-            current = order(epoch);
-        }
-        out.push(current[i % n]);
-    }
-    out
+    /// The collapse guard after the last iteration (episodes before a resume included).
+    guard: CollapseGuard,
+    /// The monitor's rows (those before a resume included).
+    monitor: Vec<MonitorRow>,
+    /// Time the monitor took in this process.
+    monitor_seconds: f64,
 }
 
 fn train(job: Job) -> Result<Trained, PretrainError> {
@@ -412,7 +285,7 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
         mask_token: job.teacher.is_none(),
         ..config.vit()
     };
-    let crops = config.crops();
+    let plan = config.phase_plan();
     let schedules = config.schedules();
     tch::manual_seed(config.seed as i64);
     let mut learner = match &job.teacher {
@@ -420,34 +293,59 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
         Some(teacher) => Learner::distill(&vit, &config.objective, teacher, job.device)?,
     };
     learner.autocast = config.precision.resolve(job.device);
+    let mut guard = CollapseGuard::for_config(config)?;
     let mut metrics: Vec<MetricRow> = Vec::new();
+    let mut monitor_rows: Vec<MonitorRow> = Vec::new();
     let mut start = 0;
     if let Some((step, bytes)) = &job.resume {
-        let file = read_safetensors(bytes, "checkpoint")
-            .map_err(|e| PretrainError::Config(e.to_string()))?;
-        let adam_step = file
-            .metadata
-            .get("adam_step")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        learner.restore(&file.tensors, adam_step)?;
-        metrics = file
-            .metadata
-            .get("metrics")
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
+        let checkpoint = Checkpoint::read(bytes)?;
+        learner.restore(&checkpoint.tensors, checkpoint.adam_step)?;
+        metrics = checkpoint.metrics;
+        monitor_rows = checkpoint.monitor;
         start = *step;
+        // The guard sees the iterations before the checkpoint again, so that its episodes and
+        // streaks are those of an uninterrupted run.
+        for row in &metrics {
+            guard.step(row.step as usize, &row.losses(), config.fail_on_collapse)?;
+        }
         tracing::info!(step, "resuming from checkpoint");
         job.bar.inc(start as u64);
     }
-    let data = job.handle.block_on(load_images(&job.images, config))?;
-    let n = data.size()[0] as usize;
+    let mut stored = StoredImages::new(&job.images, vit.in_chans, &job.handle);
+    stored.for_global(plan.crops_at(start).global[0].size)?;
+    // The monitor embeds at the global crop size of `crops` throughout, phases or not, so that
+    // its rows stay comparable.
+    let crop_size = i64::from(plan.crops(0).global[0].size);
+    let monitor = match &job.monitor {
+        Some((settings, (train, test))) => {
+            let m = job
+                .handle
+                .block_on(Monitor::load(settings, (train, test), &vit, crop_size))?;
+            tracing::info!(rows = ?m.rows(), "monitor subsets loaded");
+            Some((settings, m))
+        }
+        None => None,
+    };
+    // Time spent in the monitor, and in reading the images again for a phase, inside the
+    // throughput's window.
+    let mut monitor_seconds = 0.0;
+    let mut untimed = 0.0;
     let b = config.batch_size;
-    let grid = (crops.global[0].size as i64 / vit.patch_size) as usize;
     // Throughput is timed from the end of the first iteration when more follow: the first pays
     // for allocations and kernel selection.
     let mut timed_from = (start, Instant::now());
     for step in start..config.steps {
+        // The crops of the iteration's phase, and their patch grid for the iBOT masks.
+        let crops = plan.crops_at(step);
+        let global_size = crops.global[0].size;
+        let grid = (i64::from(global_size) / vit.patch_size) as usize;
+        let began = Instant::now();
+        let data = stored.for_global(global_size)?;
+        if step > start && plan.index_at(step) != plan.index_at(step - 1) {
+            tracing::info!(step, global_size, "resolution phase begins");
+            untimed += began.elapsed().as_secs_f64();
+        }
+        let n = data.size()[0] as usize;
         // Every draw of this iteration (libtorch's generator included) depends on (seed, step)
         // alone, so a resumed run repeats it exactly.
         tch::manual_seed(seed_for(config.seed, step, 4) as i64);
@@ -457,7 +355,7 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
             .to_device(job.device)
             .to_kind(Kind::Float)
             / 255.0;
-        let crop = multi_crop(&images, &crops, seed_for(config.seed, step, 2))
+        let crop = multi_crop(&images, crops, seed_for(config.seed, step, 2))
             .map_err(|e| PretrainError::Config(e.to_string()))?;
         let local = (crops.n_local > 0).then_some(crop.local);
         let batch = if job.teacher.is_some() {
@@ -494,19 +392,37 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
             )),
             other => other,
         })?;
-        metrics.push(MetricRow::new(step, &losses, &values));
+        guard.step(step, &losses, config.fail_on_collapse)?;
+        metrics.push(MetricRow::new(step, &losses, &values, global_size));
         job.bar.inc(1);
         let done = step + 1;
         if step == start && done < config.steps {
             timed_from = (done, Instant::now());
+            untimed = 0.0;
+        }
+        if let Some((settings, m)) = &monitor
+            && settings.due(done, config.steps)
+        {
+            // Reads the EMA's weights only; the next iteration reseeds libtorch's generator.
+            let began = Instant::now();
+            let knn_top1 = m.measure(learner.ema_backbone(), job.device, learner.autocast)?;
+            monitor_rows.push(MonitorRow {
+                step: done as u64,
+                knn_top1,
+            });
+            let secs = began.elapsed().as_secs_f64();
+            monitor_seconds += secs;
+            untimed += secs;
         }
         if done % config.checkpoint_every == 0 && done < config.steps {
-            save_checkpoint(&job, &learner, done, &metrics)?;
+            job.checkpoints
+                .save(&learner, done, (&metrics, &monitor_rows))?;
         }
     }
     job.bar.finish();
     let timed = config.steps - timed_from.0;
-    let images_per_s = (timed * b) as f64 / timed_from.1.elapsed().as_secs_f64().max(1e-9);
+    let training_seconds = timed_from.1.elapsed().as_secs_f64() - untimed;
+    let images_per_s = (timed * b) as f64 / training_seconds.max(1e-9);
     let vit_json = serde_json::to_string(&vit).map_err(|e| PretrainError::Config(e.to_string()))?;
     let model = safetensors_bytes(
         &learner.model_backbone(),
@@ -532,37 +448,8 @@ fn train(job: Job) -> Result<Trained, PretrainError> {
         metrics,
         images_per_s,
         resumed_from: job.resume.as_ref().map(|(s, _)| *s),
+        guard,
+        monitor: monitor_rows,
+        monitor_seconds,
     })
-}
-
-fn save_checkpoint(
-    job: &Job,
-    learner: &Learner,
-    step: usize,
-    metrics: &[MetricRow],
-) -> Result<(), PretrainError> {
-    let metadata = HashMap::from([
-        ("step".to_string(), step.to_string()),
-        ("adam_step".to_string(), learner.optimizer.step.to_string()),
-        (
-            "metrics".to_string(),
-            serde_json::to_string(metrics).map_err(|e| PretrainError::Config(e.to_string()))?,
-        ),
-    ]);
-    let bytes = safetensors_bytes(&learner.state(), metadata)
-        .map_err(|e| PretrainError::Config(e.to_string()))?;
-    let key = format!("{}step-{step:08}.safetensors", job.prefix);
-    job.handle
-        .block_on(async {
-            job.store.put(&key, Bytes::from(bytes)).await?;
-            for old in job.store.list(&job.prefix).await? {
-                if old.key != key {
-                    job.store.delete(&old.key).await?;
-                }
-            }
-            Ok::<(), dinoflow_storage::StorageError>(())
-        })
-        .map_err(|e| PretrainError::Config(format!("writing checkpoint {key}: {e}")))?;
-    tracing::info!(step, key, "checkpoint written");
-    Ok(())
 }
