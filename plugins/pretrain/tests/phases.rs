@@ -11,10 +11,10 @@ use std::sync::LazyLock;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
-use common::{committed, crash_then_rerun, data_stages, outcome, run, stage_metrics, student};
+use common::{
+    committed, crash_then_rerun, data_stages, output_batches, run, stage_metrics, student,
+};
 use dinoflow_engine::{Engine, RunReport};
-use dinoflow_storage::Dataset;
-use futures::TryStreamExt;
 use tokio::sync::Mutex;
 
 /// Held by each test that trains: libtorch's generator is one per process, so two trainings at
@@ -66,16 +66,8 @@ stages:
 
 /// The `metrics` output of `stage`: each row's `global_size` and its float columns.
 async fn metric_rows(engine: &Engine, report: &RunReport, stage: &str) -> Vec<(u64, Vec<f64>)> {
-    let manifest = committed(engine, report, stage).await;
-    let dataset = Dataset::open(
-        engine.store().clone(),
-        &outcome(report, stage).fingerprint,
-        manifest.outputs["metrics"].clone(),
-    )
-    .unwrap();
-    let batches: Vec<_> = dataset.batches(1024).try_collect().await.unwrap();
     let mut rows = Vec::new();
-    for b in batches {
+    for b in output_batches(engine, report, stage, "metrics").await {
         let sizes = b
             .column_by_name("global_size")
             .unwrap_or_else(|| panic!("{stage}: no global_size column in {:?}", b.schema()))

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
 use dinoflow_engine::{
@@ -151,18 +152,27 @@ pub async fn committed(engine: &Engine, report: &RunReport, stage: &str) -> Mani
     }
 }
 
-/// The `monitor` output of `stage`: (step, knn_top1) rows.
-pub async fn monitor_rows(engine: &Engine, report: &RunReport, stage: &str) -> Vec<(u64, f64)> {
+/// The record batches of dataset output `port` of `stage`, which must have succeeded.
+pub async fn output_batches(
+    engine: &Engine,
+    report: &RunReport,
+    stage: &str,
+    port: &str,
+) -> Vec<RecordBatch> {
     let manifest = committed(engine, report, stage).await;
     let dataset = Dataset::open(
         engine.store().clone(),
         &outcome(report, stage).fingerprint,
-        manifest.outputs["monitor"].clone(),
+        manifest.outputs[port].clone(),
     )
     .unwrap();
-    let batches: Vec<_> = dataset.batches(1024).try_collect().await.unwrap();
+    dataset.batches(1024).try_collect().await.unwrap()
+}
+
+/// The `monitor` output of `stage`: (step, knn_top1) rows.
+pub async fn monitor_rows(engine: &Engine, report: &RunReport, stage: &str) -> Vec<(u64, f64)> {
     let mut rows = Vec::new();
-    for b in batches {
+    for b in output_batches(engine, report, stage, "monitor").await {
         let steps = b
             .column_by_name("step")
             .unwrap()
