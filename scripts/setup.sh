@@ -11,9 +11,13 @@ log() { printf '[setup] %s\n' "$*"; }
 # the standard library's source, to build WebAssembly guests where rustup cannot add wasm32.
 # clang, lld, wasi-libc: the C guest filter (plugins/filters-c). chromium, chromium-driver: the
 # report's browser test (tests/report.rs). slurmctld, slurmd, slurm-client, munge: the one-node
-# Slurm of the slurm executor's tests (scripts/slurm-local.sh).
+# Slurm of the slurm executor's tests (scripts/slurm-local.sh). libopencv-{core,imgproc,features2d,
+# calib3d,flann}-dev, libclang-dev: dedup's local-feature verification through the opencv crate, whose
+# build generates its bindings with libclang (.cargo/config.toml names the headers and libraries).
 APT_PACKAGES=(dataset-fashion-mnist rustc-web cargo-web rust-web-src clang lld wasi-libc chromium chromium-driver
-              slurmctld slurmd slurm-client munge)
+              slurmctld slurmd slurm-client munge
+              libopencv-core-dev libopencv-imgproc-dev libopencv-features2d-dev libopencv-calib3d-dev
+              libopencv-flann-dev libclang-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 //! The `dedup` stage (dinov2.md §1.1): a kNN graph over the pool's copy-detection vectors (and
-//! their mirrored vectors) proposes pairs, a pair above the cosine threshold or whose pixels align
-//! (`verify`) is a link ([`crate::links`]), and every removed row is linked directly to the row
+//! their mirrored vectors) proposes pairs; local features confirm or reject the candidates of
+//! photos ([`crate::features`]), and the others are links when above the cosine threshold or
+//! when their pixels align (`verify`) ([`crate::links`]); and every removed row is linked directly to the row
 //! kept for it ([`crate::groups`]: components that chain distinct pictures are split). With
 //! `against`, every component that reaches an evaluation image (at the stricter
 //! `against_threshold`) is dropped whole. Embeddings that cannot tell images apart, and results
@@ -20,8 +21,10 @@ use futures::TryStreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::features::FeaturesConfig;
+use crate::grey::{GreyImage, read_grey};
 use crate::groups::{Grouping, Removal, Target, remove_copies, remove_evaluation_overlap};
-use crate::links::Candidates;
+use crate::links::{Candidates, LocalCounts};
 use crate::rows::{Row, check_alignment, read_rows, same_rows};
 use crate::safety::{check_distinct, check_share};
 use crate::vectors::{Vectors, read_vectors};
@@ -52,6 +55,15 @@ pub struct DedupConfig {
     /// small zoom and shift, reach `verify.threshold`. With `against`, it needs `against_images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyConfig>,
+    /// Local-feature verification for photos (off by default: on held-out photos it still merges
+    /// consecutive video frames and calibration shots; see docs/benchmarks.md): every pair of
+    /// the kNN graph above `local_features.candidates` is confirmed or rejected by keypoints,
+    /// a fitted transform and the agreement of the warped images. A confirmed pair is a copy at
+    /// any descriptor score, a rejected one is not; for images too small or plain to tell, the
+    /// descriptor decides. With `against`, evaluation pairs are checked when `against_images`
+    /// is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_features: Option<FeaturesConfig>,
     /// The largest share of the pool (0 to 1) that may be removed as copies: a result above it
     /// fails with an explanation and writes nothing. With 1, embeddings that cannot tell images
     /// apart are accepted too.
@@ -111,12 +123,13 @@ impl Stage for Dedup {
         "dedup"
     }
     fn version(&self) -> semver::Version {
-        semver::Version::new(1, 1, 0)
+        semver::Version::new(1, 2, 0)
     }
     fn description(&self) -> &'static str {
-        "near-duplicate removal: kNN graph (both orientations), cosine threshold or pixel \
-         verification, every removed image a direct copy of the one kept for it; components \
-         touching an evaluation set are dropped"
+        "near-duplicate removal: kNN graph (both orientations), candidates confirmed or rejected \
+         by local features (photos), else the cosine threshold or pixel alignment; every removed \
+         image a direct copy of the one kept for it; components touching an evaluation set are \
+         dropped"
     }
     fn inputs(&self) -> Vec<Port> {
         vec![
@@ -149,7 +162,7 @@ impl Stage for Dedup {
                 "duplicates",
                 PortType::Dataset("duplicates"),
                 "id, source, representative (kept row or evaluation image), similarity, reason, \
-                 basis (descriptor, mirrored, aligned pixels or component)",
+                 basis (descriptor, mirrored, aligned pixels, local features or component)",
             ),
         ]
     }
@@ -173,10 +186,14 @@ impl Stage for Dedup {
             Some(_) => Some(read_vectors(ctx, "against", device).await?),
             None => None,
         };
-        if config.verify.is_none() && ctx.input("against_images").is_some() {
+        if config.verify.is_none()
+            && config.local_features.is_none()
+            && ctx.input("against_images").is_some()
+        {
             tracing::warn!(
                 stage = %ctx.stage,
-                "`against_images` is only read by `verify`, which is not configured: it is unused"
+                "`against_images` is only read by `verify` and `local_features`, neither of which \
+                 is configured: it is unused"
             );
         }
         let pixels = match &config.verify {
@@ -186,11 +203,26 @@ impl Stage for Dedup {
             }
             None => None,
         };
+        let grey = match &config.local_features {
+            Some(f) => {
+                let against_ids = against.as_ref().map(|a| a.ids.clone());
+                Some(read_all_grey(ctx, f, against_ids.as_deref()).await?)
+            }
+            None => None,
+        };
         let cfg = config.clone();
         let cpus = ctx.cpus;
         let (decided, against_ids, rows) = tokio::task::spawn_blocking(move || {
             dinoflow_vision::tch::set_num_threads(cpus.min(i32::MAX as usize) as i32);
-            let decided = decide(&cfg, &pool, against.as_ref(), pixels.as_ref(), &rows);
+            let inputs = Inputs {
+                pool: &pool,
+                against: against.as_ref(),
+                pixels: pixels.as_ref(),
+                grey: grey.as_deref(),
+                rows: &rows,
+                cpus,
+            };
+            let decided = decide(&cfg, &inputs);
             (decided, against.map(|a| a.ids), rows)
         })
         .await
@@ -199,6 +231,7 @@ impl Stage for Dedup {
             removals,
             grouping,
             verified,
+            local,
         } = decided.map_err(failed)?;
         let evaluation = removals
             .iter()
@@ -236,6 +269,11 @@ impl Stage for Dedup {
             ctx.metric("verified_pairs", pairs as u64);
             ctx.metric("verified_copies", copies as u64);
         }
+        if let Some(local) = local {
+            ctx.metric("local_pairs", local.pairs as u64);
+            ctx.metric("local_confirmed", local.confirmed as u64);
+            ctx.metric("local_rejected", local.rejected as u64);
+        }
         Ok(())
     }
 }
@@ -243,6 +281,9 @@ impl Stage for Dedup {
 fn check_config(c: &DedupConfig) -> Result<(), CurateError> {
     if let Some(v) = &c.verify {
         v.check()?;
+    }
+    if let Some(f) = &c.local_features {
+        f.check()?;
     }
     if c.k == 0 {
         return Err(CurateError::Config("k must be at least 1".into()));
@@ -291,6 +332,36 @@ async fn read_all_pixels(
     Ok(Tensor::cat(&[data, eval.data], 0))
 }
 
+/// The grey images local features compare: the pool's rows, then the evaluation images' when
+/// `against` and `against_images` are both connected (their rows checked against its vectors).
+async fn read_all_grey(
+    ctx: &StageContext,
+    config: &FeaturesConfig,
+    against_ids: Option<&[String]>,
+) -> Result<Vec<GreyImage>, StageError> {
+    let (_, mut grey) = read_grey(ctx, "images", config.side).await?;
+    if let Some(against_ids) = against_ids
+        && ctx.input("against_images").is_some()
+    {
+        let (ids, eval) = read_grey(ctx, "against_images", config.side).await?;
+        same_rows(against_ids, &ids, "against", "against_images").map_err(failed)?;
+        grey.extend(eval);
+    }
+    Ok(grey)
+}
+
+/// What [`decide`] works on.
+struct Inputs<'a> {
+    pool: &'a Vectors,
+    against: Option<&'a Vectors>,
+    /// With `verify`: the pool's grey pixels, then the evaluation images'.
+    pixels: Option<&'a Tensor>,
+    /// With `local_features`: the pool's grey images, then the evaluation images' if connected.
+    grey: Option<&'a [GreyImage]>,
+    rows: &'a [Row],
+    cpus: usize,
+}
+
 /// What [`decide`] found.
 struct Decided {
     /// Each row's removal, if removed.
@@ -299,17 +370,20 @@ struct Decided {
     grouping: Grouping,
     /// With `verify`: pairs whose pixels were compared, and how many of them aligned.
     verified: Option<(usize, usize)>,
+    /// With `local_features`: what it checked, confirmed and rejected.
+    local: Option<LocalCounts>,
 }
 
-/// Decides each row's fate, or refuses embeddings that cannot tell images apart. `pixels` (with
-/// `verify`) holds the pool's rows, then the evaluation images' rows.
-fn decide(
-    config: &DedupConfig,
-    pool: &Vectors,
-    against: Option<&Vectors>,
-    pixels: Option<&Tensor>,
-    rows: &[Row],
-) -> Result<Decided, CurateError> {
+/// Decides each row's fate, or refuses embeddings that cannot tell images apart.
+fn decide(config: &DedupConfig, inputs: &Inputs) -> Result<Decided, CurateError> {
+    let Inputs {
+        pool,
+        against,
+        pixels,
+        grey,
+        rows,
+        cpus,
+    } = *inputs;
     // On this (the stage's libtorch) thread, before any search.
     check_distinct(&pool.data, config.threshold, config.max_removed)?;
     let n = pool.len();
@@ -319,6 +393,7 @@ fn decide(
             removals,
             grouping: remove_copies(&[], &[], &mut []),
             verified: None,
+            local: None,
         });
     }
     let k = config.k.min(n.saturating_sub(1)).max(1);
@@ -328,6 +403,13 @@ fn decide(
         (Some(v), Some(pixels)) => {
             candidates.verify(pixels, v)?;
             Some((candidates.verified_pairs, candidates.aligned_pairs))
+        }
+        _ => None,
+    };
+    let local = match (&config.local_features, grey) {
+        (Some(f), Some(grey)) => {
+            candidates.verify_local(grey, f, cpus)?;
+            Some(candidates.local)
         }
         _ => None,
     };
@@ -363,6 +445,7 @@ fn decide(
         removals,
         grouping,
         verified,
+        local,
     })
 }
 

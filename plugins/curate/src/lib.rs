@@ -2,6 +2,8 @@
 //! evaluation sets) and `retrieval` (from curated seeds into an uncurated pool).
 
 mod dedup;
+mod features;
+mod grey;
 mod groups;
 mod links;
 mod retrieval;
@@ -16,6 +18,8 @@ use dinoflow_search::{KnnOptions, knn};
 use dinoflow_vision::tch::{Device, Kind, Tensor};
 
 pub use dedup::{Dedup, DedupConfig, KeepRule, duplicates_schema};
+pub use features::{FeaturesConfig, Verdict, verify_pairs};
+pub use grey::{GreyImage, read_grey};
 pub use retrieval::{Mode, Retrieval, RetrievalConfig};
 pub use unionfind::UnionFind;
 pub use vectors::{Vectors, read_vectors};
@@ -42,6 +46,9 @@ pub enum CurateError {
     /// A worker thread failed.
     #[error("worker: {0}")]
     Worker(String),
+    /// OpenCV failed (local-feature verification).
+    #[error("OpenCV: {0}")]
+    OpenCv(#[from] opencv::Error),
     /// The embeddings rate a typical pair of images as copies.
     #[error(
         "the embeddings do not tell images apart: the average pair of the {rows} images has cosine \

@@ -3,13 +3,18 @@
 //! The kNN graph of the descriptor proposes pairs. When the embeddings carry mirrored vectors,
 //! each image is also compared with the other images' mirrored vectors, so a horizontally flipped
 //! copy scores as high as an unflipped one. With `verify`, the pairs above the candidate cosine
-//! are compared on their aligned pixels ([`crate::verify`]). A pair is linked at a threshold when
-//! its best descriptor score is above it, or when its pixels aligned.
+//! are compared on their aligned pixels ([`crate::verify`]). With `local_features` (the default),
+//! the pairs above its candidate cosine are checked by local features ([`crate::features`]),
+//! which confirm or reject them. A pair is linked when local features confirmed it; never when
+//! they rejected it; otherwise (undecided, or not checked) when its best descriptor score is above
+//! the threshold, or when its pixels aligned.
 
 use std::collections::HashMap;
 
 use dinoflow_vision::tch::Tensor;
 
+use crate::features::{FeaturesConfig, Verdict, verify_pairs};
+use crate::grey::GreyImage;
 use crate::verify::{VerifyConfig, aligned_similarity};
 use crate::{CurateError, Vectors, neighbours};
 
@@ -22,6 +27,8 @@ pub enum Basis {
     Mirrored,
     /// Their pixels align under a small zoom and shift (`verify`).
     Aligned,
+    /// Their local features fit one transform under which the images agree (`local_features`).
+    LocalFeatures,
     /// Not linked directly: in the same connected component as an evaluation image.
     Component,
 }
@@ -33,6 +40,7 @@ impl Basis {
             Self::Descriptor => "descriptor",
             Self::Mirrored => "mirrored",
             Self::Aligned => "aligned pixels",
+            Self::LocalFeatures => "local features",
             Self::Component => "component",
         }
     }
@@ -41,7 +49,8 @@ impl Basis {
 /// Why one pair counts as copies: the similarity that decided and on what basis.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evidence {
-    /// The descriptor cosine, or the aligned pixel cosine for [`Basis::Aligned`].
+    /// The descriptor cosine, the aligned pixel cosine for [`Basis::Aligned`], or the share of
+    /// agreeing blocks for [`Basis::LocalFeatures`].
     pub score: f32,
     /// What the score measures.
     pub basis: Basis,
@@ -56,6 +65,19 @@ struct PairScores {
     mirrored: bool,
     /// The aligned pixel cosine, when verified and above `verify.threshold`.
     aligned: Option<f32>,
+    /// The verdict of local features, when checked.
+    local: Option<Verdict>,
+}
+
+/// What local-feature verification did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalCounts {
+    /// Pairs checked.
+    pub pairs: usize,
+    /// Pairs confirmed as copies.
+    pub confirmed: usize,
+    /// Pairs rejected (no longer links, whatever their descriptor score).
+    pub rejected: usize,
 }
 
 /// The candidate pairs among `n` pool rows (vertices `0..n`) and, with an evaluation set, its
@@ -66,6 +88,8 @@ pub struct Candidates {
     pub verified_pairs: usize,
     /// Those whose pixels aligned.
     pub aligned_pairs: usize,
+    /// What local-feature verification did (with `local_features`).
+    pub local: LocalCounts,
 }
 
 impl Candidates {
@@ -81,6 +105,7 @@ impl Candidates {
             pairs: HashMap::new(),
             verified_pairs: 0,
             aligned_pairs: 0,
+            local: LocalCounts::default(),
         };
         found.add(
             neighbours(&pool.data, &pool.data, k, true)?.edges(),
@@ -127,6 +152,7 @@ impl Candidates {
                     descriptor: score,
                     mirrored,
                     aligned: None,
+                    local: None,
                 });
             if score > entry.descriptor {
                 entry.descriptor = score;
@@ -159,6 +185,44 @@ impl Candidates {
         Ok(())
     }
 
+    /// Checks every pair above `config.candidates` by local features, on `threads` threads;
+    /// `images` holds one grey image per vertex from 0 (pairs beyond it are not checked).
+    pub fn verify_local(
+        &mut self,
+        images: &[GreyImage],
+        config: &FeaturesConfig,
+        threads: usize,
+    ) -> Result<(), CurateError> {
+        let mut pairs: Vec<(usize, usize, bool)> = self
+            .pairs
+            .iter()
+            .filter(|((a, b), p)| {
+                f64::from(p.descriptor) > config.candidates
+                    && *a < images.len()
+                    && *b < images.len()
+            })
+            .map(|(&(a, b), p)| (a, b, p.mirrored))
+            .collect();
+        pairs.sort_unstable();
+        let verdicts = verify_pairs(images, &pairs, config, threads)?;
+        let mut counts = LocalCounts {
+            pairs: pairs.len(),
+            ..LocalCounts::default()
+        };
+        for (&(a, b, _), verdict) in pairs.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Confirmed(_) => counts.confirmed += 1,
+                Verdict::Rejected => counts.rejected += 1,
+                Verdict::Undecided => {}
+            }
+            if let Some(p) = self.pairs.get_mut(&(a, b)) {
+                p.local = Some(verdict);
+            }
+        }
+        self.local = counts;
+        Ok(())
+    }
+
     /// Every pair `(a, b)` with `a < b` that is linked at `threshold`, with its evidence; in a
     /// fixed order.
     pub fn linked(&self, threshold: f64) -> Vec<(usize, usize, Evidence)> {
@@ -173,6 +237,16 @@ impl Candidates {
 }
 
 fn link(p: &PairScores, threshold: f64) -> Option<Evidence> {
+    match p.local {
+        Some(Verdict::Confirmed(share)) => {
+            return Some(Evidence {
+                score: share,
+                basis: Basis::LocalFeatures,
+            });
+        }
+        Some(Verdict::Rejected) => return None,
+        Some(Verdict::Undecided) | None => {}
+    }
     if f64::from(p.descriptor) > threshold {
         let basis = if p.mirrored {
             Basis::Mirrored
