@@ -119,16 +119,17 @@ def make(set_name, out):
     return truth
 
 
-def dinoflow_removals(out, binary, extra=""):
-    """{removed file: kept file} from dinoflow's dedup with the stage defaults (plus `extra`)."""
+def dinoflow_removals(out, binary, dedup_extra="", embed_with="{}"):
+    """{removed file: kept file} from dinoflow's dedup with the stage defaults (plus `dedup_extra`
+    in dedup's `with:` and `embed_with` as embed's)."""
     workflow = out / "copydetect.yaml"
     workflow.write_text(
         "name: copydetect\nstages:\n"
         f"  pool:\n    kind: ingest\n    with: {{source: {{folder: {{path: {out / 'images'}}}}}, max_side: 224}}\n"
-        "  vectors:\n    kind: embed\n    inputs: {images: pool}\n"
+        f"  vectors:\n    kind: embed\n    inputs: {{images: pool}}\n    with: {embed_with}\n"
         "  dedup:\n    kind: dedup\n    inputs: {images: pool, embeddings: vectors}\n"
-        f"    with: {{max_removed: 1.0{extra}}}\n")
-    store = out / ("store" + ("-local" if extra else ""))
+        f"    with: {{max_removed: 1.0{dedup_extra}}}\n")
+    store = out / "store"  # one store: the runs share the ingest
     report = json.loads(subprocess.run([binary, "--json", "run", str(workflow), "--store", str(store)],
                                        check=True, capture_output=True, text=True).stdout)
     fp = {s["name"]: s["fingerprint"] for s in report["stages"]}
@@ -211,8 +212,10 @@ def main():
     truth = make(set_name, out)
     dino, seconds = dinoflow_removals(out, binary)
     local, _ = dinoflow_removals(out, binary, ", local_features: {}")
+    # 31 bits of 256 is a cosine of 1 - 62/256 = 0.7578.
+    pdq, _ = dinoflow_removals(out, binary, ", threshold: 0.757", "{model: pdq}")
     methods = {"dinoflow dedup (defaults)": dino, "dinoflow + local_features": local,
-               **peer_removals(out, truth)}
+               "dinoflow model: pdq": pdq, **peer_removals(out, truth)}
     scores = {m: score(truth, r) for m, r in methods.items()}
     scores["dinoflow dedup (defaults)"]["seconds"] = seconds
     n = len(truth)

@@ -13,8 +13,9 @@ pub struct EmbedConfig {
     /// Which model computes the vectors.
     #[serde(default)]
     pub model: ModelSpec,
-    /// `model: dct` only: the descriptor's parameters (defaults tuned on photos; see
-    /// docs/workflow-reference.md for small, alike images such as Fashion-MNIST).
+    /// `model: dct`: the descriptor's parameters (defaults tuned on photos; see
+    /// docs/workflow-reference.md for small, alike images such as Fashion-MNIST). `model: pdq`
+    /// takes only `trim_borders` from it (the others must keep their defaults).
     #[serde(default)]
     pub descriptor: DctParams,
     /// Images per forward pass (ViT) or per parallel batch (descriptor).
@@ -25,8 +26,8 @@ pub struct EmbedConfig {
     /// fingerprint: a cached result may come from either. The descriptor always runs on the CPU.
     #[serde(default)]
     pub device: DeviceChoice,
-    /// ViT only: L2-normalise each vector (so cosine similarity is a dot product). The descriptor's
-    /// vectors are always unit length (all zero for a constant image).
+    /// ViT only: L2-normalise each vector (so cosine similarity is a dot product). The vectors of
+    /// `dct` and `pdq` are always unit length (all zero for a featureless image).
     #[serde(default = "default_true")]
     pub normalize: bool,
     /// ViT only: the input side in pixels (a multiple of the patch size). Default: the model's
@@ -41,8 +42,9 @@ pub struct EmbedConfig {
     #[serde(default)]
     pub features: Features,
     /// Also write each image's horizontally mirrored vector (the `mirrored` column), so dedup
-    /// finds mirrored copies. Default: on for the descriptor (where it costs nothing: mirroring
-    /// flips the sign of the odd horizontal frequencies), off for a ViT (a second forward pass).
+    /// finds mirrored copies. Default: on for `dct` (where it costs nothing: mirroring flips the
+    /// sign of the odd horizontal frequencies) and `pdq` (a second hash, of the mirrored pixels),
+    /// off for a ViT (a second forward pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirrored: Option<bool>,
 }
@@ -50,7 +52,7 @@ pub struct EmbedConfig {
 impl EmbedConfig {
     /// Whether the stage writes the `mirrored` column.
     pub fn writes_mirrored(&self) -> bool {
-        self.mirrored.unwrap_or(self.model == ModelSpec::Dct)
+        self.mirrored.unwrap_or(!self.model.is_vit())
     }
 }
 
@@ -71,11 +73,22 @@ pub enum ModelSpec {
     /// The built-in copy-detection descriptor (low-frequency DCT of the grey image); no training.
     #[default]
     Dct,
+    /// Meta's PDQ perceptual hash ([`crate::pdq`]): 256 bits as `±1/16` values, so cosine
+    /// similarity is `1 − 2·hamming/256` ([`crate::pdq_vectors`]); no training.
+    Pdq,
     /// A ViT from a preset, with weights from a safetensors file (timm key names) or, without
     /// `weights`, randomly initialised from `seed` (a baseline).
     Vit(VitSpec),
     /// The ViT artifact connected to the stage's `model` input (from pretrain or distill).
     Input,
+}
+
+impl ModelSpec {
+    /// Whether the model is a ViT (from a preset or the `model` input), as opposed to a built-in
+    /// descriptor computed on the CPU.
+    pub fn is_vit(&self) -> bool {
+        matches!(self, Self::Vit(_) | Self::Input)
+    }
 }
 
 /// A ViT named by preset.

@@ -88,6 +88,7 @@
 use std::sync::OnceLock;
 
 use crate::borders::{content_window, crop};
+use crate::shape::{ShapeError, check_image};
 
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
@@ -167,34 +168,9 @@ const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 /// Why [`dct_descriptor`] rejected its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DescriptorError {
-    /// The image has no pixels: its width or height is 0.
-    #[error("image has zero width or height ({width}x{height}); both must be at least 1")]
-    ZeroDimension {
-        /// The width given.
-        width: u32,
-        /// The height given.
-        height: u32,
-    },
-    /// The channel count is neither 1 (grey) nor 3 (RGB).
-    #[error("unsupported channel count {0}: expected 1 (grey) or 3 (interleaved RGB)")]
-    UnsupportedChannels(u8),
-    /// The pixel buffer length is not `width × height × channels`.
-    #[error(
-        "pixel buffer has {actual} bytes but a {width}x{height} image with {channels} channel(s) \
-         needs exactly {expected}"
-    )]
-    BufferLength {
-        /// The width given.
-        width: u32,
-        /// The height given.
-        height: u32,
-        /// The channel count given.
-        channels: u8,
-        /// The number of bytes expected (`width × height × channels`).
-        expected: u128,
-        /// The number of bytes received.
-        actual: usize,
-    },
+    /// The buffer is not an image of the stated shape.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
     /// A parameter is out of range.
     #[error("descriptor parameter `{name}` {reason}")]
     Parameter {
@@ -319,9 +295,8 @@ impl DctDescriptor {
     ///
     /// # Errors
     ///
-    /// [`DescriptorError::ZeroDimension`] if `width` or `height` is 0,
-    /// [`DescriptorError::UnsupportedChannels`] if `channels` is not 1 or 3,
-    /// [`DescriptorError::BufferLength`] if `pixels` has the wrong length.
+    /// [`DescriptorError::Shape`] if `pixels` is not a `width × height` image of `channels` (1 or
+    /// 3) channels ([`check_image`]).
     pub fn describe(
         &self,
         pixels: &[u8],
@@ -329,23 +304,7 @@ impl DctDescriptor {
         height: u32,
         channels: u8,
     ) -> Result<Vec<f32>, DescriptorError> {
-        if width == 0 || height == 0 {
-            return Err(DescriptorError::ZeroDimension { width, height });
-        }
-        if channels != 1 && channels != 3 {
-            return Err(DescriptorError::UnsupportedChannels(channels));
-        }
-        let expected = u128::from(width) * u128::from(height) * u128::from(channels);
-        if expected != pixels.len() as u128 {
-            return Err(DescriptorError::BufferLength {
-                width,
-                height,
-                channels,
-                expected,
-                actual: pixels.len(),
-            });
-        }
-
+        check_image(pixels.len(), width, height, channels)?;
         let grey: Vec<F32> = if channels == 1 {
             pixels.iter().map(|&p| F32::new(f32::from(p))).collect()
         } else {

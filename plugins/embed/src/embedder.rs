@@ -1,4 +1,4 @@
-//! The model behind the embed stage: the built-in descriptor or a ViT, applied to one batch of
+//! The model behind the embed stage: the built-in descriptor, PDQ or a ViT, applied to one batch of
 //! image rows at a time.
 
 use arrow_array::cast::AsArray;
@@ -14,11 +14,14 @@ use rayon::prelude::*;
 use crate::EmbedError;
 use crate::config::Features;
 use crate::descriptor::DctDescriptor;
+use crate::pdq_vectors::{PdqDescriptor, PdqVectors};
 
 /// A ready model: call [`Embedder::embed`] per batch. Owned by one thread at a time.
 pub enum Embedder {
     /// The copy-detection descriptor, computed on a pool of the stage's threads.
     Dct(DctDescriptor, rayon::ThreadPool),
+    /// PDQ hashes as `±1/16` vectors, computed on a pool of the stage's threads.
+    Pdq(PdqDescriptor, rayon::ThreadPool),
     /// A ViT with its input transform.
     Vit(Box<VitEmbedder>),
 }
@@ -38,6 +41,7 @@ impl Embedder {
     pub fn dim(&self) -> usize {
         match self {
             Self::Dct(descriptor, _) => descriptor.dim(),
+            Self::Pdq(descriptor, _) => descriptor.dim(),
             Self::Vit(v) => {
                 let d = v.model.config().embed_dim as usize;
                 if v.features == Features::ClsMeanPatch {
@@ -68,6 +72,23 @@ impl Embedder {
                 });
                 Ok(Embedded { vectors, mirrored })
             }
+            Self::Pdq(descriptor, pool) => {
+                let rows: Vec<PdqVectors> = pool.install(|| {
+                    map_rows(batch, |pixels, width, height, channels| {
+                        Ok(descriptor.describe(pixels, width, height, channels, mirrored)?)
+                    })
+                })?;
+                let mut vectors = Vec::with_capacity(rows.len() * descriptor.dim());
+                let mut flipped = Vec::new();
+                for row in rows {
+                    vectors.extend(row.vector);
+                    flipped.extend(row.mirrored.unwrap_or_default());
+                }
+                Ok(Embedded {
+                    vectors,
+                    mirrored: mirrored.then_some(flipped),
+                })
+            }
             Self::Vit(v) => Ok(Embedded {
                 vectors: v.embed(batch, unit, false)?,
                 mirrored: if mirrored {
@@ -89,6 +110,19 @@ pub struct Embedded {
 }
 
 fn dct_batch(descriptor: &DctDescriptor, batch: &RecordBatch) -> Result<Vec<f32>, EmbedError> {
+    let rows = map_rows(batch, |pixels, width, height, channels| {
+        Ok(descriptor.describe(pixels, width, height, channels)?)
+    })?;
+    Ok(rows.concat())
+}
+
+/// `f(pixels, width, height, channels)` of every row of an images batch, in parallel on the
+/// current rayon pool, in row order.
+fn map_rows<T, F>(batch: &RecordBatch, f: F) -> Result<Vec<T>, EmbedError>
+where
+    T: Send,
+    F: Fn(&[u8], u32, u32, u8) -> Result<T, EmbedError> + Sync,
+{
     let column = |name: &str| {
         batch
             .column_by_name(name)
@@ -110,21 +144,20 @@ fn dct_batch(descriptor: &DctDescriptor, batch: &RecordBatch) -> Result<Vec<f32>
     let channels = channels
         .as_primitive_opt::<UInt8Type>()
         .ok_or_else(|| EmbedError::Input("`channels` is not uint8".into()))?;
-    let rows: Vec<Vec<f32>> = (0..batch.num_rows())
+    (0..batch.num_rows())
         .into_par_iter()
         .map(|i| {
             if pixels.is_null(i) {
                 return Err(EmbedError::Input(format!("row {i} has no pixels")));
             }
-            Ok(descriptor.describe(
+            f(
                 pixels.value(i),
                 width.value(i),
                 height.value(i),
                 channels.value(i),
-            )?)
+            )
         })
-        .collect::<Result<_, EmbedError>>()?;
-    Ok(rows.concat())
+        .collect()
 }
 
 impl VitEmbedder {

@@ -1,12 +1,15 @@
 //! The `embed` stage: one vector per image of an images dataset, from the built-in copy-detection
-//! descriptor, a ViT from a preset (with a safetensors file or randomly initialised), or the ViT
-//! artifact of a training stage. Output: the embeddings dataset (`id`, `embedding`, and `mirrored`
-//! when configured).
+//! descriptor, Meta's PDQ hash, a ViT from a preset (with a safetensors file or randomly
+//! initialised), or the ViT artifact of a training stage. Output: the embeddings dataset (`id`,
+//! `embedding`, and `mirrored` when configured).
 
 pub mod borders;
 mod config;
 pub mod descriptor;
 mod embedder;
+pub mod pdq;
+pub mod pdq_vectors;
+pub mod shape;
 
 use std::time::Instant;
 
@@ -22,7 +25,8 @@ use dinoflow_vision::tensor::ImageTransform;
 use dinoflow_vision::{DeviceChoice, VisionError, VitModel};
 use futures::TryStreamExt;
 
-use crate::descriptor::DctDescriptor;
+use crate::descriptor::{DctDescriptor, DctParams};
+use crate::pdq_vectors::PdqDescriptor;
 
 pub use config::{EmbedConfig, Features, ModelSpec, VitSpec};
 pub use embedder::{Embedded, Embedder, VitEmbedder};
@@ -43,6 +47,9 @@ pub enum EmbedError {
     /// The descriptor refused a row.
     #[error(transparent)]
     Descriptor(#[from] descriptor::DescriptorError),
+    /// The PDQ hash refused a row.
+    #[error("pdq: {0}")]
+    Pdq(#[from] pdq::PdqError),
     /// The weights file could not be read.
     #[error("weights file {path}: {source}")]
     Read {
@@ -93,8 +100,8 @@ impl Stage for Embed {
         merged
     }
     fn description(&self) -> &'static str {
-        "one vector per image: the built-in copy-detection descriptor or a ViT (preset + safetensors, \
-         or a pretrain/distill artifact)"
+        "one vector per image: the built-in copy-detection descriptor, the PDQ hash or a ViT (preset + \
+         safetensors, or a pretrain/distill artifact)"
     }
     fn inputs(&self) -> Vec<Port> {
         vec![
@@ -113,10 +120,16 @@ impl Stage for Embed {
             "id and one vector per image",
         )]
     }
+    fn check(&self, config: &EmbedConfig) -> Result<(), String> {
+        if config.model == ModelSpec::Pdq {
+            pdq_descriptor(&config.descriptor).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
     fn resources(&self, config: &EmbedConfig) -> Resources {
         Resources {
             cpus: u32::MAX,
-            gpus: u32::from(config.device == DeviceChoice::Cuda && config.model != ModelSpec::Dct),
+            gpus: u32::from(config.device == DeviceChoice::Cuda && config.model.is_vit()),
             memory_gb: 2.0,
         }
     }
@@ -203,6 +216,33 @@ impl Stage for Embed {
     }
 }
 
+/// A pool of `cpus` threads (at least 1) for the descriptors.
+fn pool(cpus: usize) -> Result<rayon::ThreadPool, EmbedError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cpus.max(1))
+        .build()
+        .map_err(|e| EmbedError::Worker(e.to_string()))
+}
+
+/// The `pdq` model from the `descriptor:` block, of which only `trim_borders` applies to it.
+fn pdq_descriptor(params: &DctParams) -> Result<PdqDescriptor, EmbedError> {
+    let defaults = DctParams::default();
+    let ignored = [
+        ("block", params.block != defaults.block),
+        ("window", params.window != defaults.window),
+        ("weighting", params.weighting != defaults.weighting),
+    ];
+    if let Some((name, _)) = ignored.iter().find(|(_, set)| *set) {
+        return Err(EmbedError::Config(format!(
+            "`descriptor.{name}` applies to `model: dct` only; `model: pdq` takes only \
+             `descriptor.trim_borders`"
+        )));
+    }
+    Ok(PdqDescriptor {
+        trim_borders: params.trim_borders,
+    })
+}
+
 async fn read_weights(path: &str) -> Result<Bytes, StageError> {
     read_url(path).await.map_err(|source| {
         failed(EmbedError::Read {
@@ -222,11 +262,14 @@ pub fn build(
     let device = || config.device.resolve();
     let model = match (&config.model, weights) {
         (ModelSpec::Dct, _) => {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(cpus.max(1))
-                .build()
-                .map_err(|e| EmbedError::Worker(e.to_string()))?;
-            return Ok(Embedder::Dct(DctDescriptor::new(&config.descriptor)?, pool));
+            return Ok(Embedder::Dct(
+                DctDescriptor::new(&config.descriptor)?,
+                pool(cpus)?,
+            ));
+        }
+        (ModelSpec::Pdq, _) => {
+            let descriptor = pdq_descriptor(&config.descriptor)?;
+            return Ok(Embedder::Pdq(descriptor, pool(cpus)?));
         }
         (ModelSpec::Vit(spec), None) => {
             let mut vit = spec.preset.config();

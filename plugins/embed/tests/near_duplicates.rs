@@ -28,6 +28,7 @@ use std::time::Instant;
 use dinoflow_embed::descriptor::{
     DESCRIPTOR_DIM, DctDescriptor, DctParams, DescriptorError, Weighting, dct_descriptor,
 };
+use dinoflow_embed::shape::ShapeError;
 use image::imageops::FilterType;
 use image::{DynamicImage, ExtendedColorType, ImageFormat, RgbImage};
 
@@ -328,26 +329,29 @@ fn bad_inputs_are_rejected_with_clear_errors() {
     let err = dct_descriptor(&[], 0, 10, 1).expect_err("zero width");
     assert_eq!(
         err,
-        DescriptorError::ZeroDimension {
+        DescriptorError::Shape(ShapeError::ZeroDimension {
             width: 0,
             height: 10
-        }
+        })
     );
     assert!(err.to_string().contains("zero width or height"), "{err}");
 
     let err = dct_descriptor(&[], 10, 0, 3).expect_err("zero height");
     assert_eq!(
         err,
-        DescriptorError::ZeroDimension {
+        DescriptorError::Shape(ShapeError::ZeroDimension {
             width: 10,
             height: 0
-        }
+        })
     );
 
     for channels in [0u8, 2, 4] {
         let err = dct_descriptor(&vec![0; 4 * usize::from(channels)], 2, 2, channels)
             .expect_err("bad channel count");
-        assert_eq!(err, DescriptorError::UnsupportedChannels(channels));
+        assert_eq!(
+            err,
+            DescriptorError::Shape(ShapeError::UnsupportedChannels(channels))
+        );
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("channel count {channels}")) && msg.contains("1 (grey) or 3"),
@@ -359,17 +363,17 @@ fn bad_inputs_are_rejected_with_clear_errors() {
         let err = dct_descriptor(&vec![0; len], 2, 2, 3).expect_err("wrong buffer length");
         assert_eq!(
             err,
-            DescriptorError::BufferLength {
+            DescriptorError::Shape(ShapeError::BufferLength {
                 width: 2,
                 height: 2,
                 channels: 3,
                 expected: 12,
                 actual: len
-            }
+            })
         );
         let msg = err.to_string();
         assert!(
-            msg.contains(&format!("has {len} bytes")) && msg.contains("needs exactly 12"),
+            msg.contains(&format!("has {len} values")) && msg.contains("needs exactly 12"),
             "{msg}"
         );
     }
@@ -377,7 +381,10 @@ fn bad_inputs_are_rejected_with_clear_errors() {
     // A length that would overflow 32-bit arithmetic is still reported, not a panic.
     let err = dct_descriptor(&[0; 3], u32::MAX, u32::MAX, 3).expect_err("huge image");
     assert!(
-        matches!(err, DescriptorError::BufferLength { actual: 3, .. }),
+        matches!(
+            err,
+            DescriptorError::Shape(ShapeError::BufferLength { actual: 3, .. })
+        ),
         "{err}"
     );
 }
